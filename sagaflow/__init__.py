@@ -1,0 +1,1 @@
+"""sagaflow: durable sagas, an event store and projections."""

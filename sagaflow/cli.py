@@ -1,0 +1,179 @@
+"""The ``sagaflow`` command line: one place where people start and steer the processes.
+
+Errors a person can fix (a taken port, a missing Java, a bad setting) print one line
+and exit with status 2; nothing is left running.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable
+from functools import wraps
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from sagaflow.services import SERVICE_NAMES, LocalServices, ServiceError
+from sagaflow.settings import Settings, SettingsError, load_settings
+
+app = typer.Typer(
+    help="sagaflow: durable sagas, an event store, projections.", no_args_is_help=True
+)
+services_app = typer.Typer(help="Local PostgreSQL, Temporal and Kafka.", no_args_is_help=True)
+app.add_typer(services_app, name="services")
+
+console = Console()
+err_console = Console(stderr=True)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class CliError(Exception):
+    """An error shown to the user as one line, without a traceback."""
+
+
+def friendly_errors(func: F) -> F:
+    """Turn the errors a user can fix into one-line messages and exit status 2."""
+
+    @wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except (ServiceError, SettingsError, CliError) as exc:
+            err_console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _settings() -> Settings:
+    return load_settings()
+
+
+def _parse_names(names: list[str] | None) -> list[str] | None:
+    if not names:
+        return None
+    unknown = [n for n in names if n not in SERVICE_NAMES]
+    if unknown:
+        raise CliError(f"unknown service {', '.join(unknown)}; known: {', '.join(SERVICE_NAMES)}")
+    return names
+
+
+def _print_addresses(services: LocalServices) -> None:
+    table = Table(title="sagaflow services")
+    table.add_column("service")
+    table.add_column("pid", justify="right")
+    table.add_column("address", overflow="fold")
+    for name, info in services.running.items():
+        table.add_row(
+            name, str(info.pid), "\n".join(f"{k}: {v}" for k, v in info.addresses.items())
+        )
+    console.print(table)
+
+
+NamesArg = Annotated[list[str] | None, typer.Argument(help="postgres, temporal, kafka")]
+
+
+@services_app.command("up")
+@friendly_errors
+def services_up(names: NamesArg = None) -> None:
+    """Start the local services in the background and print their addresses."""
+    services = LocalServices(_settings(), detached=True)
+    started = time.monotonic()
+    services.start(_parse_names(names))
+    _print_addresses(services)
+    console.print(f"ready in {time.monotonic() - started:.1f}s; stop with 'sagaflow services down'")
+
+
+@services_app.command("down")
+@friendly_errors
+def services_down() -> None:
+    """Stop the local services started with 'services up'."""
+    services = LocalServices(_settings())
+    known = services.read_state()
+    services.stop()
+    console.print(f"stopped: {', '.join(known) or 'nothing was running'}")
+
+
+@services_app.command("status")
+@friendly_errors
+def services_status() -> None:
+    """Show each local service: process alive, answering, address."""
+    services = LocalServices(_settings())
+    report = services.status()
+    if not report:
+        console.print("no local services recorded; start them with 'sagaflow services up'")
+        raise typer.Exit(1)
+    table = Table(title="sagaflow services")
+    for column in ("service", "pid", "process", "ready"):
+        table.add_column(column)
+    table.add_column("address", overflow="fold")
+    for name, (info, alive, ready) in report.items():
+        table.add_row(
+            name,
+            str(info.pid),
+            "[green]up[/green]" if alive else "[red]down[/red]",
+            "[green]yes[/green]" if ready else "[red]no[/red]",
+            "\n".join(f"{k}: {v}" for k, v in info.addresses.items()),
+        )
+    console.print(table)
+    if not all(ready for _, _, ready in report.values()):
+        raise typer.Exit(1)
+
+
+@services_app.command("install-kafka")
+@friendly_errors
+def services_install_kafka() -> None:
+    """Fetch the Kafka broker's jars from Maven Central (needs Maven and Java)."""
+    from sagaflow.services.kafka import install_jars
+
+    console.print(f"Kafka jars in {install_jars(_settings())}")
+
+
+def wait_for_interrupt() -> None:
+    """Block until Ctrl-C or SIGTERM."""
+    stop = threading.Event()
+    previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        while not stop.wait(0.5):
+            pass
+    except KeyboardInterrupt:
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@app.command("dev")
+@friendly_errors
+def dev() -> None:
+    """Run everything locally on the embedded services; Ctrl-C stops all."""
+    settings = _settings()
+    services = LocalServices(settings)
+    started = time.monotonic()
+    with services.running_services():
+        _print_addresses(services)
+        info = services.running.get("temporal")
+        if info:
+            console.print(f"Temporal Web UI: {info.addresses['ui']}")
+        if not settings.kafka_enabled:
+            console.print("Kafka disabled: projections follow the event store's feed")
+        console.print(f"ready in {time.monotonic() - started:.1f}s; Ctrl-C stops everything")
+        wait_for_interrupt()
+    console.print("stopped")
+
+
+def main() -> None:
+    """Console-script entry point."""
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,73 @@
+"""Shared fixtures: one set of real local services per test session.
+
+The services run from a temporary data folder on free ports and are stopped by
+process id when the session ends, also when tests fail or are interrupted.
+Set SAGAFLOW_TEST_KAFKA=0 to run without Kafka (its tests are then skipped).
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from sagaflow.services import LocalServices
+from sagaflow.settings import Settings, load_settings
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--run-slow", action="store_true", help="run tests marked slow")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("--run-slow"):
+        return
+    skip = pytest.mark.skip(reason="slow: pass --run-slow")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
+
+
+def _kafka_wanted() -> bool:
+    return os.environ.get("SAGAFLOW_TEST_KAFKA", "1") != "0"
+
+
+@pytest.fixture(scope="session")
+def local_services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalServices]:
+    """PostgreSQL, Temporal (and Kafka) started once for the whole session."""
+    data_dir: Path = tmp_path_factory.mktemp("services")
+    settings = load_settings(data_dir=data_dir, kafka_enabled=_kafka_wanted())
+    services = LocalServices(settings)
+    with services.running_services():
+        yield services
+
+
+@pytest.fixture(scope="session")
+def settings(local_services: LocalServices) -> Settings:
+    """Settings that point every client at the session's services."""
+    running = local_services.running
+    kafka = running.get("kafka")
+    return load_settings(
+        data_dir=local_services.settings.data_dir,
+        database_url=running["postgres"].addresses["url"],
+        temporal_address=running["temporal"].addresses["address"],
+        kafka_enabled=kafka is not None,
+        kafka_bootstrap=kafka.addresses["bootstrap"] if kafka else None,
+    )
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(settings: Settings) -> str:
+    """The Kafka bootstrap address; skips the test when Kafka is disabled."""
+    if not settings.kafka_bootstrap:
+        pytest.skip("Kafka disabled (SAGAFLOW_TEST_KAFKA=0)")
+    return settings.kafka_bootstrap
+
+
+@pytest.fixture
+def unique() -> str:
+    """A short unique suffix for ids, topics and task queues of one test."""
+    return uuid.uuid4().hex[:10]

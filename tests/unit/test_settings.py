@@ -1,0 +1,61 @@
+"""Settings errors name the variable and what is wrong with it."""
+
+from __future__ import annotations
+
+import pytest
+
+from sagaflow.settings import Environment, SettingsError, load_settings
+
+
+def test_reads_variables_with_the_sagaflow_prefix(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SAGAFLOW_POSTGRES_PORT", "6543")
+    monkeypatch.setenv("SAGAFLOW_TASK_QUEUE", "orders-eu")
+    settings = load_settings()
+    assert settings.postgres_port == 6543
+    assert settings.task_queue == "orders-eu"
+
+
+def test_a_non_numeric_port_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SAGAFLOW_KAFKA_PORT", "ninety")
+    with pytest.raises(SettingsError, match=r"SAGAFLOW_KAFKA_PORT: .*integer.*'ninety'"):
+        load_settings()
+
+
+def test_a_port_out_of_range_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SAGAFLOW_TEMPORAL_PORT", "70000")
+    with pytest.raises(SettingsError, match="SAGAFLOW_TEMPORAL_PORT: .*65535"):
+        load_settings()
+
+
+def test_a_database_url_of_another_kind_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SAGAFLOW_DATABASE_URL", "mysql://x@y/z")
+    with pytest.raises(SettingsError, match="SAGAFLOW_DATABASE_URL: must start with postgresql://"):
+        load_settings()
+
+
+def test_an_address_without_port_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SAGAFLOW_KAFKA_BOOTSTRAP", "127.0.0.1:9092,broker2")
+    with pytest.raises(SettingsError, match="SAGAFLOW_KAFKA_BOOTSTRAP: 'broker2' is not host:port"):
+        load_settings()
+
+
+def test_the_development_key_is_refused_in_production(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SAGAFLOW_ENVIRONMENT", "production")
+    with pytest.raises(SettingsError, match="SAGAFLOW_DEV_API_KEY: the development default"):
+        load_settings()
+    monkeypatch.setenv("SAGAFLOW_DEV_API_KEY", "a-real-secret")
+    assert load_settings().environment is Environment.PRODUCTION
+
+
+def test_two_errors_are_both_reported(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SAGAFLOW_KAFKA_PORT", "x")
+    monkeypatch.setenv("SAGAFLOW_POSTGRES_PORT", "-1")
+    with pytest.raises(SettingsError) as info:
+        load_settings()
+    assert "SAGAFLOW_KAFKA_PORT" in str(info.value)
+    assert "SAGAFLOW_POSTGRES_PORT" in str(info.value)
+
+
+def test_clashing_fixed_ports_are_refused() -> None:
+    with pytest.raises(SettingsError, match="must differ"):
+        load_settings(postgres_port=7000, temporal_port=7000)

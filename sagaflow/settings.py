@@ -64,6 +64,12 @@ class Settings(BaseSettings):
     java_bin: str = "java"
     maven_bin: str = "mvn"
 
+    snapshot_every: int = Field(default=100, ge=0, description="events between snapshots")
+
+    # --- saga settings (issue 4): add saga/worker/payment fields below this line ---
+
+    # --- streaming settings (issue 5): add relay/projection/Kafka fields below this line ---
+
     service_start_timeout_s: float = Field(default=120.0, gt=0)
 
     api_keys: dict[str, str] = Field(

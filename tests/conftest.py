@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
+from eventstore.postgres import PostgresEventStore
 from sagaflow.services import LocalServices
 from sagaflow.settings import Settings, load_settings
 
@@ -71,3 +72,47 @@ def kafka_bootstrap(settings: Settings) -> str:
 def unique() -> str:
     """A short unique suffix for ids, topics and task queues of one test."""
     return uuid.uuid4().hex[:10]
+
+
+@pytest.fixture(scope="session")
+def template_database(settings: Settings) -> str:
+    """A database migrated once, cloned by ``database_url`` for each test."""
+    import psycopg
+
+    from eventstore.migrate import upgrade
+
+    assert settings.database_url
+    name = "sagaflow_template"
+    with psycopg.connect(settings.database_url, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        conn.execute(f'CREATE DATABASE "{name}"')
+    upgrade(_with_db(settings.database_url, name))
+    return name
+
+
+@pytest.fixture
+def database_url(settings: Settings, template_database: str) -> Iterator[str]:
+    """A fresh, migrated database of the test's own (cloned from the template)."""
+    import psycopg
+
+    assert settings.database_url
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(settings.database_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template_database}"')
+    yield _with_db(settings.database_url, name)
+    with psycopg.connect(settings.database_url, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _with_db(url: str, name: str) -> str:
+    return url.rsplit("/", 1)[0] + "/" + name
+
+
+@pytest.fixture
+async def pg_store(database_url: str) -> AsyncIterator[PostgresEventStore]:
+    """A PostgreSQL event store on the test's own database."""
+    store = await PostgresEventStore.connect(database_url, migrate=False, max_size=20)
+    try:
+        yield store
+    finally:
+        await store.close()

@@ -1,0 +1,191 @@
+"""The Inventory aggregate: one per SKU, holding its catalogue entry and stock levels."""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+from domain.aggregate import Aggregate
+from domain.errors import InsufficientStock
+from domain.events import (
+    DomainEvent,
+    ProductPriceChanged,
+    ProductRegistered,
+    StockAdded,
+    StockReservationReleased,
+    StockReserved,
+    StockSold,
+    inventory_stream,
+)
+
+
+class Reservation(NamedTuple):
+    """Units set aside for an order until it ships (sold) or is compensated (released)."""
+
+    order_id: str
+    quantity: int
+
+
+class Inventory(Aggregate):
+    """Stock of one SKU (id = sku).
+
+    Invariant: ``available + reserved + sold == stocked`` and ``reserved`` is the sum
+    of the open ``reservations``. Only open reservations are kept (the snapshot stays
+    bounded), so a reservation id can be reused once it was released or sold.
+    """
+
+    stream_type = "Inventory"
+
+    def __init__(self, id: str) -> None:
+        super().__init__(id)
+        self.registered = False
+        self.name: str | None = None
+        self.unit_price_cents: int | None = None
+        self.stocked = 0
+        self.available = 0
+        self.reserved = 0
+        self.sold = 0
+        self.reservations: dict[str, Reservation] = {}
+
+    @property
+    def sku(self) -> str:
+        """The SKU (same as ``id``)."""
+        return self.id
+
+    @property
+    def stream_id(self) -> str:
+        """``inventory-<sku>``."""
+        return inventory_stream(self.id)
+
+    @property
+    def state_name(self) -> str:
+        """``"unregistered"`` until the product is registered, then ``"registered"``."""
+        return "registered" if self.registered else "unregistered"
+
+    # --- commands -----------------------------------------------------------------
+
+    def register(self, name: str, unit_price_cents: int) -> None:
+        """Put the SKU in the catalogue (once)."""
+        self._require_state("register", "unregistered")
+        self._require_text("register", "name", name)
+        self._require_non_negative("register", "unit_price_cents", unit_price_cents)
+        self._raise_event(
+            ProductRegistered(sku=self.id, name=name, unit_price_cents=unit_price_cents)
+        )
+
+    def change_price(self, unit_price_cents: int) -> None:
+        """Set a new unit price (existing order lines keep theirs)."""
+        self._require_state("change_price", "registered")
+        self._require_non_negative("change_price", "unit_price_cents", unit_price_cents)
+        self._raise_event(ProductPriceChanged(unit_price_cents=unit_price_cents))
+
+    def add_stock(self, quantity: int) -> None:
+        """Receive ``quantity`` units into available stock."""
+        self._require_state("add_stock", "registered")
+        self._require_positive("add_stock", "quantity", quantity)
+        self._raise_event(StockAdded(quantity=quantity))
+
+    def reserve(self, reservation_id: str, order_id: str, quantity: int) -> None:
+        """Set aside ``quantity`` available units for ``order_id``."""
+        self._require_state("reserve", "registered")
+        self._require_text("reserve", "reservation_id", reservation_id)
+        self._require_text("reserve", "order_id", order_id)
+        self._require_positive("reserve", "quantity", quantity)
+        if reservation_id in self.reservations:
+            self._refuse("reserve", f"reservation {reservation_id} already exists")
+        if quantity > self.available:
+            raise InsufficientStock(self.id, quantity, self.available)
+        self._raise_event(
+            StockReserved(reservation_id=reservation_id, order_id=order_id, quantity=quantity)
+        )
+
+    def release(self, reservation_id: str) -> None:
+        """Return an open reservation to available stock (compensation)."""
+        reservation = self._open_reservation("release", reservation_id)
+        self._raise_event(
+            StockReservationReleased(
+                reservation_id=reservation_id,
+                order_id=reservation.order_id,
+                quantity=reservation.quantity,
+            )
+        )
+
+    def sell(self, reservation_id: str) -> None:
+        """Turn an open reservation into a sale (the order shipped)."""
+        reservation = self._open_reservation("sell", reservation_id)
+        self._raise_event(
+            StockSold(
+                reservation_id=reservation_id,
+                order_id=reservation.order_id,
+                quantity=reservation.quantity,
+            )
+        )
+
+    def _open_reservation(self, command: str, reservation_id: str) -> Reservation:
+        self._require_state(command, "registered")
+        reservation = self.reservations.get(reservation_id)
+        if reservation is None:
+            self._refuse(
+                command, f"no open reservation {reservation_id} (unknown, released or sold)"
+            )
+        return reservation
+
+    # --- state changes ------------------------------------------------------------
+
+    def _when(self, event: DomainEvent) -> None:
+        match event:
+            case ProductRegistered():
+                self.registered = True
+                self.name = event.name
+                self.unit_price_cents = event.unit_price_cents
+            case ProductPriceChanged():
+                self.unit_price_cents = event.unit_price_cents
+            case StockAdded():
+                self.stocked += event.quantity
+                self.available += event.quantity
+            case StockReserved():
+                self.reservations[event.reservation_id] = Reservation(
+                    event.order_id, event.quantity
+                )
+                self.available -= event.quantity
+                self.reserved += event.quantity
+            case StockReservationReleased():
+                del self.reservations[event.reservation_id]
+                self.reserved -= event.quantity
+                self.available += event.quantity
+            case StockSold():
+                del self.reservations[event.reservation_id]
+                self.reserved -= event.quantity
+                self.sold += event.quantity
+            case _:
+                self._unknown_event(event)
+
+    # --- snapshots ----------------------------------------------------------------
+
+    def snapshot_state(self) -> dict[str, Any]:
+        """JSON-safe state; reservations keyed by id in sorted order."""
+        return {
+            "available": self.available,
+            "name": self.name,
+            "registered": self.registered,
+            "reservations": {
+                rid: {"order_id": r.order_id, "quantity": r.quantity}
+                for rid, r in sorted(self.reservations.items())
+            },
+            "reserved": self.reserved,
+            "sold": self.sold,
+            "stocked": self.stocked,
+            "unit_price_cents": self.unit_price_cents,
+        }
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        self.available = state["available"]
+        self.name = state["name"]
+        self.registered = state["registered"]
+        self.reservations = {
+            rid: Reservation(r["order_id"], r["quantity"])
+            for rid, r in state["reservations"].items()
+        }
+        self.reserved = state["reserved"]
+        self.sold = state["sold"]
+        self.stocked = state["stocked"]
+        self.unit_price_cents = state["unit_price_cents"]

@@ -1,0 +1,272 @@
+"""The PostgreSQL event store: one round trip per append, a transaction-id-ordered feed.
+
+Appends call the ``sagaflow_append`` function (see the migration), which checks
+idempotency and the expected version and inserts in one statement, so each append
+is a single-statement transaction. The feed reads rows whose writing transaction
+is below the oldest still-running one (``pg_snapshot_xmin``), ordered by
+``(epoch, tx_id, global_position)``: an event whose transaction commits late is
+read when it commits, never skipped, and writers never wait for each other
+except on the same stream.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+import psycopg
+from psycopg.rows import tuple_row
+from psycopg.types.json import Jsonb, set_json_dumps
+from psycopg_pool import AsyncConnectionPool
+
+from eventstore.base import EventStore, FeedStatus, Snapshot
+from eventstore.envelope import (
+    START,
+    AppendResult,
+    ConcurrencyError,
+    DuplicateEventConflict,
+    FeedCursor,
+    NewEvent,
+    RecordedEvent,
+    check_stream_id,
+)
+from eventstore.migrate import psycopg_url, upgrade
+from eventstore.upcasting import Upcasters
+
+_COLUMNS = (
+    "event_id, event_type, schema_version, stream_id, stream_type, version, "
+    "global_position, recorded_at, data, metadata, epoch, tx_id::text::bigint"
+)
+_APPEND = "SELECT * FROM sagaflow_append(%s, %s, %s, %s, %s, %s, %s, %s, %s)"
+_READ_STREAM = (
+    f"SELECT {_COLUMNS} FROM events WHERE stream_id = %s AND version >= %s ORDER BY version"
+)
+# Why both conditions: rows of earlier epochs are all committed; in the current
+# epoch only transactions below the snapshot's xmin are certainly finished.
+_READ_FEED = f"""
+SELECT {_COLUMNS} FROM events
+WHERE (epoch, tx_id, global_position) > (%s, %s::text::xid8, %s)
+  AND (epoch < %s OR tx_id < pg_snapshot_xmin(pg_current_snapshot()))
+ORDER BY epoch, tx_id, global_position
+LIMIT %s
+"""
+
+set_json_dumps(lambda obj: json.dumps(obj, separators=(",", ":")))
+
+
+def _recorded(row: tuple[Any, ...]) -> RecordedEvent:
+    return RecordedEvent(
+        event_id=row[0],
+        event_type=row[1],
+        schema_version=row[2],
+        stream_id=row[3],
+        stream_type=row[4],
+        version=row[5],
+        global_position=row[6],
+        recorded_at=row[7],
+        data=row[8],
+        metadata=row[9],
+        cursor=FeedCursor(row[10], row[11], row[6]),
+    )
+
+
+class PostgresEventStore(EventStore):
+    """The production store over a psycopg connection pool."""
+
+    def __init__(self, pool: AsyncConnectionPool, upcasters: Upcasters | None = None) -> None:
+        super().__init__(upcasters)
+        self.pool = pool
+        self.epoch = 1
+
+    @classmethod
+    async def connect(
+        cls,
+        database_url: str,
+        *,
+        min_size: int = 2,
+        max_size: int = 10,
+        migrate: bool = True,
+        statement_timeout_ms: int = 30_000,
+        upcasters: Upcasters | None = None,
+    ) -> PostgresEventStore:
+        """Migrate (unless told not to), open a pool and settle the current epoch."""
+        url = psycopg_url(database_url)
+        if migrate:
+            upgrade(url)
+        pool = AsyncConnectionPool(
+            url,
+            min_size=min_size,
+            max_size=max_size,
+            open=False,
+            # Why: every statement is its own transaction, so no connection ever
+            # holds the feed's horizon back; the timeouts bound the rest.
+            kwargs={
+                "autocommit": True,
+                "options": f"-c statement_timeout={statement_timeout_ms} "
+                "-c idle_in_transaction_session_timeout=60000",
+            },
+        )
+        await pool.open(wait=True, timeout=30)
+        store = cls(pool, upcasters)
+        await store._settle_epoch()
+        return store
+
+    async def close(self) -> None:
+        await self.pool.close()
+
+    async def _settle_epoch(self) -> None:
+        async with self.pool.connection() as conn, conn.transaction():
+            await conn.execute("LOCK TABLE store_epochs IN EXCLUSIVE MODE")
+            row = await (
+                await conn.execute("SELECT max(epoch), max(first_position) FROM store_epochs")
+            ).fetchone()
+            assert row is not None
+            epoch = int(row[0])
+            went_back = await (
+                await conn.execute(
+                    "SELECT pg_current_xact_id() < max(tx_id) FROM events WHERE epoch = %s",
+                    (epoch,),
+                )
+            ).fetchone()
+            if went_back and went_back[0]:
+                # Transaction ids restarted (restored into a new cluster): start an epoch
+                # so new events sort after every restored one in the feed.
+                epoch += 1
+                await conn.execute(
+                    "INSERT INTO store_epochs (epoch, first_position) "
+                    "SELECT %s, coalesce(max(global_position), 0) FROM events",
+                    (epoch,),
+                )
+            self.epoch = epoch
+
+    async def append(
+        self,
+        stream_id: str,
+        events: Sequence[NewEvent],
+        expected_version: int,
+        *,
+        stream_type: str,
+    ) -> AppendResult:
+        check_stream_id(stream_id)
+        if not events:
+            raise ValueError("append needs at least one event")
+        params = (
+            stream_id,
+            stream_type,
+            expected_version,
+            self.epoch,
+            [e.event_id for e in events],
+            [e.event_type for e in events],
+            [e.schema_version for e in events],
+            [Jsonb(e.data()) for e in events],
+            [Jsonb(dict(e.metadata)) for e in events],
+        )
+        async with self.pool.connection() as conn:
+            try:
+                cur = await conn.execute(_APPEND, params)
+                rows = await cur.fetchall()
+            except psycopg.Error as exc:
+                if exc.sqlstate == "SF002":
+                    raise DuplicateEventConflict(str(exc.diag.message_primary)) from None
+                if exc.sqlstate not in ("SF001", "23505"):
+                    raise
+                # A concurrent append won. If it was the same (retried) append, the
+                # events are now stored: report the duplicate, as the contract says.
+                duplicate = await self._already_stored(conn, stream_id, events)
+                if duplicate is not None:
+                    return duplicate
+                if exc.sqlstate == "23505":
+                    raise DuplicateEventConflict(
+                        f"stream {stream_id!r}: an event id is already stored elsewhere"
+                    ) from None
+                actual = int(exc.diag.message_detail or 0)
+                raise ConcurrencyError(stream_id, expected_version, actual) from None
+        rows.sort()
+        return AppendResult(
+            stream_id,
+            rows[0][0],
+            rows[-1][0],
+            tuple(r[1] for r in rows),
+            duplicate=bool(rows[0][2]),
+        )
+
+    async def _already_stored(
+        self, conn: psycopg.AsyncConnection[Any], stream_id: str, events: Sequence[NewEvent]
+    ) -> AppendResult | None:
+        cur = await conn.execute(
+            "SELECT version, global_position FROM events WHERE event_id = ANY(%s) ORDER BY version",
+            ([e.event_id for e in events],),
+        )
+        rows = await cur.fetchall()
+        if len(rows) != len(events):
+            return None
+        return AppendResult(stream_id, rows[0][0], rows[-1][0], tuple(r[1] for r in rows), True)
+
+    async def read_stream(self, stream_id: str, from_version: int = 1) -> list[RecordedEvent]:
+        check_stream_id(stream_id)
+        async with self.pool.connection() as conn:
+            cur = conn.cursor(row_factory=tuple_row)
+            await cur.execute(_READ_STREAM, (stream_id, from_version))
+            return [_recorded(row) for row in await cur.fetchall()]
+
+    async def stream_version(self, stream_id: str) -> int:
+        check_stream_id(stream_id)
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(
+                "SELECT version FROM streams WHERE stream_id = %s", (stream_id,)
+            )
+            row = await cur.fetchone()
+            return int(row[0]) if row else 0
+
+    async def read_feed(self, after: FeedCursor = START, limit: int = 500) -> list[RecordedEvent]:
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(
+                _READ_FEED, (after.epoch, after.tx_id, after.position, self.epoch, limit)
+            )
+            return [_recorded(row) for row in await cur.fetchall()]
+
+    async def feed_status(self) -> FeedStatus:
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(
+                """
+                SELECT (SELECT coalesce(max(global_position), 0) FROM events),
+                       coalesce(extract(epoch FROM now() - min(xact_start)), 0)
+                FROM pg_stat_activity
+                WHERE backend_xid IS NOT NULL AND datname = current_database()
+                  AND pid <> pg_backend_pid()
+                """
+            )
+            row = await cur.fetchone()
+            assert row is not None
+            return FeedStatus(head_position=int(row[0]), horizon_held_s=float(row[1]))
+
+    async def save_snapshot(self, snapshot: Snapshot) -> None:
+        async with self.pool.connection() as conn:
+            await conn.execute(
+                """
+                INSERT INTO snapshots (stream_id, stream_type, version, schema, state)
+                VALUES (%s, %s, %s, %s, %s)
+                ON CONFLICT (stream_id) DO UPDATE
+                SET version = EXCLUDED.version, schema = EXCLUDED.schema,
+                    state = EXCLUDED.state, recorded_at = now()
+                WHERE snapshots.version < EXCLUDED.version OR snapshots.schema <> EXCLUDED.schema
+                """,
+                (
+                    snapshot.stream_id,
+                    snapshot.stream_type,
+                    snapshot.version,
+                    snapshot.schema,
+                    Jsonb(snapshot.state),
+                ),
+            )
+
+    async def load_snapshot(self, stream_id: str) -> Snapshot | None:
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(
+                "SELECT stream_id, stream_type, version, schema, state FROM snapshots "
+                "WHERE stream_id = %s",
+                (stream_id,),
+            )
+            row = await cur.fetchone()
+            return Snapshot(*row) if row else None

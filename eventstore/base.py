@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -115,7 +116,5 @@ class EventStore(abc.ABC):
                 if stop is None:
                     await asyncio.sleep(poll_interval_s)
                 else:
-                    try:
+                    with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(stop.wait(), poll_interval_s)
-                    except TimeoutError:
-                        pass

@@ -122,7 +122,10 @@ class InMemoryEventStore(EventStore):
         return FeedStatus(head_position=len(self._events), horizon_held_s=0.0)
 
     async def save_snapshot(self, snapshot: Snapshot) -> None:
-        self._snapshots[snapshot.stream_id] = snapshot
+        current = self._snapshots.get(snapshot.stream_id)
+        newer = current is None or current.version < snapshot.version
+        if newer or (current is not None and current.schema != snapshot.schema):
+            self._snapshots[snapshot.stream_id] = snapshot
 
     async def load_snapshot(self, stream_id: str) -> Snapshot | None:
         return self._snapshots.get(stream_id)

@@ -22,6 +22,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from eventstore.base import EventStore, FeedStatus, Snapshot
 from eventstore.envelope import (
+    ANY_VERSION,
     START,
     AppendResult,
     ConcurrencyError,
@@ -38,7 +39,7 @@ _COLUMNS = (
     "event_id, event_type, schema_version, stream_id, stream_type, version, "
     "global_position, recorded_at, data, metadata, epoch, tx_id::text::bigint"
 )
-_APPEND = "SELECT * FROM sagaflow_append(%s, %s, %s, %s, %s, %s, %s, %s, %s)"
+_APPEND = "SELECT * FROM sagaflow_append(%s, %s, %s, %s, %s::jsonb)"
 _READ_STREAM = (
     f"SELECT {_COLUMNS} FROM events WHERE stream_id = %s AND version >= %s ORDER BY version"
 )
@@ -52,7 +53,12 @@ ORDER BY epoch, tx_id, global_position
 LIMIT %s
 """
 
-set_json_dumps(lambda obj: json.dumps(obj, separators=(",", ":")))
+
+def _dumps(obj: Any) -> str:
+    return json.dumps(obj, separators=(",", ":"))
+
+
+set_json_dumps(_dumps)
 
 
 def _recorded(row: tuple[Any, ...]) -> RecordedEvent:
@@ -151,37 +157,34 @@ class PostgresEventStore(EventStore):
         check_stream_id(stream_id)
         if not events:
             raise ValueError("append needs at least one event")
-        params = (
-            stream_id,
-            stream_type,
-            expected_version,
-            self.epoch,
-            [e.event_id for e in events],
-            [e.event_type for e in events],
-            [e.schema_version for e in events],
-            [Jsonb(e.data()) for e in events],
-            [Jsonb(dict(e.metadata)) for e in events],
+        batch = _dumps(
+            [
+                {
+                    "event_id": str(e.event_id),
+                    "event_type": e.event_type,
+                    "schema_version": e.schema_version,
+                    "data": e.data(),
+                    "metadata": dict(e.metadata),
+                }
+                for e in events
+            ]
         )
-        async with self.pool.connection() as conn:
-            try:
-                cur = await conn.execute(_APPEND, params)
-                rows = await cur.fetchall()
-            except psycopg.Error as exc:
-                if exc.sqlstate == "SF002":
-                    raise DuplicateEventConflict(str(exc.diag.message_primary)) from None
-                if exc.sqlstate not in ("SF001", "23505"):
-                    raise
-                # A concurrent append won. If it was the same (retried) append, the
-                # events are now stored: report the duplicate, as the contract says.
-                duplicate = await self._already_stored(conn, stream_id, events)
-                if duplicate is not None:
-                    return duplicate
-                if exc.sqlstate == "23505":
-                    raise DuplicateEventConflict(
-                        f"stream {stream_id!r}: an event id is already stored elsewhere"
-                    ) from None
-                actual = int(exc.diag.message_detail or 0)
-                raise ConcurrencyError(stream_id, expected_version, actual) from None
+        params = (stream_id, stream_type, expected_version, self.epoch, batch)
+        while True:
+            async with self.pool.connection() as conn:
+                try:
+                    cur = await conn.execute(_APPEND, params)
+                    rows = await cur.fetchall()
+                    break
+                except psycopg.Error as exc:
+                    outcome = await self._after_failed_append(conn, exc, stream_id, events)
+                    if isinstance(outcome, AppendResult):
+                        return outcome
+                    if expected_version == ANY_VERSION:
+                        # Why retry: "any version" lost a race for the next version
+                        # number, not a business decision; the next try reads the winner.
+                        continue
+                    raise ConcurrencyError(stream_id, expected_version, outcome) from None
         rows.sort()
         return AppendResult(
             stream_id,
@@ -190,6 +193,29 @@ class PostgresEventStore(EventStore):
             tuple(r[1] for r in rows),
             duplicate=bool(rows[0][2]),
         )
+
+    async def _after_failed_append(
+        self,
+        conn: psycopg.AsyncConnection[Any],
+        exc: psycopg.Error,
+        stream_id: str,
+        events: Sequence[NewEvent],
+    ) -> AppendResult | int:
+        """The duplicate's result, or the stream's actual version; raises other errors."""
+        if exc.sqlstate == "SF002":
+            raise DuplicateEventConflict(str(exc.diag.message_primary)) from None
+        if exc.sqlstate not in ("SF001", "23505"):
+            raise exc
+        # A concurrent append won. If it was the same (retried) append, the events
+        # are now stored: report the duplicate, as the contract says.
+        duplicate = await self._already_stored(conn, stream_id, events)
+        if duplicate is not None:
+            return duplicate
+        if exc.diag.constraint_name == "events_event_id_key":
+            raise DuplicateEventConflict(
+                f"stream {stream_id!r}: an event id is already stored in another stream"
+            ) from None
+        return await self._version(conn, stream_id)
 
     async def _already_stored(
         self, conn: psycopg.AsyncConnection[Any], stream_id: str, events: Sequence[NewEvent]
@@ -213,11 +239,15 @@ class PostgresEventStore(EventStore):
     async def stream_version(self, stream_id: str) -> int:
         check_stream_id(stream_id)
         async with self.pool.connection() as conn:
-            cur = await conn.execute(
-                "SELECT version FROM streams WHERE stream_id = %s", (stream_id,)
-            )
-            row = await cur.fetchone()
-            return int(row[0]) if row else 0
+            return await self._version(conn, stream_id)
+
+    @staticmethod
+    async def _version(conn: psycopg.AsyncConnection[Any], stream_id: str) -> int:
+        cur = await conn.execute(
+            "SELECT coalesce(max(version), 0) FROM events WHERE stream_id = %s", (stream_id,)
+        )
+        row = await cur.fetchone()
+        return int(row[0]) if row else 0
 
     async def read_feed(self, after: FeedCursor = START, limit: int = 500) -> list[RecordedEvent]:
         async with self.pool.connection() as conn:

@@ -9,7 +9,9 @@ from eventstore.postgres import PostgresEventStore
 
 async def test_append_and_read_back(pg_store: PostgresEventStore) -> None:
     result = await pg_store.append(
-        "order-1", [NewEvent(OrderCreated(order_id="1", customer_id="c"))], NO_STREAM,
+        "order-1",
+        [NewEvent(OrderCreated(order_id="1", customer_id="c"))],
+        NO_STREAM,
         stream_type="Order",
     )
     assert result.first_version == 1

@@ -1,4 +1,4 @@
-"""Event store: streams, events with a transaction-id feed, snapshots, epochs.
+"""Event store: events with a transaction-id feed, snapshots, epochs.
 
 Revision ID: 0001
 Revises:
@@ -13,12 +13,6 @@ depends_on = None
 
 
 UPGRADE = r"""
-CREATE TABLE streams (
-    stream_id   text PRIMARY KEY,
-    stream_type text NOT NULL,
-    version     integer NOT NULL CHECK (version > 0)
-);
-
 -- Epochs: transaction ids restart after a dump and restore into a new cluster; the
 -- feed orders by (epoch, tx_id, global_position) so a new epoch sorts after all
 -- earlier events.
@@ -58,17 +52,20 @@ CREATE TABLE snapshots (
 );
 
 -- One round trip per append: idempotency check, expected-version check, insert.
+-- p_events is a JSON array of {event_id, event_type, schema_version, data, metadata}:
+-- one parameter, so the client sends one string instead of five typed arrays.
 CREATE FUNCTION sagaflow_append(
     p_stream_id text, p_stream_type text, p_expected integer, p_epoch integer,
-    p_event_ids uuid[], p_types text[], p_schema_versions integer[],
-    p_data jsonb[], p_metadata jsonb[])
+    p_events jsonb)
 RETURNS TABLE (o_version integer, o_position bigint, o_duplicate boolean)
 LANGUAGE plpgsql AS $fn$
 DECLARE
-    n        integer := cardinality(p_event_ids);
-    v_known  integer;
-    v_new    integer;
-    v_actual integer;
+    n           integer := jsonb_array_length(p_events);
+    p_event_ids uuid[] := ARRAY(SELECT (e ->> 'event_id')::uuid
+                                FROM jsonb_array_elements(p_events) AS e);
+    v_known     integer;
+    v_new       integer;
+    v_actual    integer;
 BEGIN
     SELECT count(*) INTO v_known FROM events WHERE event_id = ANY (p_event_ids);
     IF v_known = n THEN
@@ -81,41 +78,27 @@ BEGIN
             USING ERRCODE = 'SF002';
     END IF;
 
-    -- Why this is the first write: it takes the stream row's lock, so concurrent
-    -- appends to one stream queue here, and the winner's events get the smaller
-    -- transaction id: the feed (ordered by transaction id) then shows each
-    -- stream's events in version order. Appends to other streams do not wait.
-    IF p_expected = 0 THEN
-        INSERT INTO streams VALUES (p_stream_id, p_stream_type, n)
-            ON CONFLICT (stream_id) DO NOTHING;
-        IF NOT FOUND THEN
-            SELECT version INTO v_actual FROM streams WHERE stream_id = p_stream_id;
-            RAISE EXCEPTION 'stream % exists', p_stream_id
-                USING ERRCODE = 'SF001', DETAIL = coalesce(v_actual, 0)::text;
-        END IF;
-        v_new := n;
-    ELSIF p_expected = -1 THEN
-        INSERT INTO streams VALUES (p_stream_id, p_stream_type, n)
-            ON CONFLICT (stream_id) DO UPDATE SET version = streams.version + n
-            RETURNING version INTO v_new;
-    ELSE
-        UPDATE streams SET version = version + n
-            WHERE stream_id = p_stream_id AND version = p_expected
-            RETURNING version INTO v_new;
-        IF NOT FOUND THEN
-            SELECT version INTO v_actual FROM streams WHERE stream_id = p_stream_id;
-            RAISE EXCEPTION 'stream % is elsewhere', p_stream_id
-                USING ERRCODE = 'SF001', DETAIL = coalesce(v_actual, 0)::text;
-        END IF;
+    -- The expected-version check. Its write is the insert below: the unique index
+    -- on (stream_id, version) makes a concurrent append of the same versions wait
+    -- for the first one and then fail, so one append wins and the loser writes
+    -- nothing. Why this keeps each stream's events in version order in the feed
+    -- (ordered by transaction id): an append can only take version k+1 after it
+    -- has read version k committed, and a transaction id is assigned at the first
+    -- write, which comes after that read.
+    SELECT coalesce(max(version), 0) INTO v_actual FROM events WHERE stream_id = p_stream_id;
+    IF p_expected <> -1 AND v_actual <> p_expected THEN
+        RAISE EXCEPTION 'stream % is at version %', p_stream_id, v_actual
+            USING ERRCODE = 'SF001', DETAIL = v_actual::text;
     END IF;
+    v_new := v_actual + n;
 
     RETURN QUERY
     INSERT INTO events (epoch, event_id, stream_id, stream_type, version, event_type,
                         schema_version, data, metadata)
-    SELECT p_epoch, u.eid, p_stream_id, p_stream_type, v_new - n + u.ord::integer,
-           u.et, u.sv, u.d, u.m
-    FROM unnest(p_event_ids, p_types, p_schema_versions, p_data, p_metadata)
-         WITH ORDINALITY AS u(eid, et, sv, d, m, ord)
+    SELECT p_epoch, (u.e ->> 'event_id')::uuid, p_stream_id, p_stream_type,
+           v_new - n + u.ord::integer, u.e ->> 'event_type',
+           (u.e ->> 'schema_version')::integer, u.e -> 'data', u.e -> 'metadata'
+    FROM jsonb_array_elements(p_events) WITH ORDINALITY AS u(e, ord)
     ORDER BY u.ord
     RETURNING version, global_position, false;
 END
@@ -127,7 +110,6 @@ DROP FUNCTION sagaflow_append;
 DROP TABLE snapshots;
 DROP TABLE events;
 DROP TABLE store_epochs;
-DROP TABLE streams;
 """
 
 

@@ -112,7 +112,7 @@ async def sagaflow_load(store: PostgresEventStore) -> tuple[float, float]:
 def _es_app(url_parts: dict[str, str]) -> Any:
     from eventsourcing.application import Application
 
-    class BenchApp(Application):  # type: ignore[misc]
+    class BenchApp(Application):
         pass
 
     env = {
@@ -132,7 +132,7 @@ def _es_app(url_parts: dict[str, str]) -> Any:
 def _es_counter_class() -> Any:
     from eventsourcing.domain import Aggregate, event
 
-    class Counter(Aggregate):  # type: ignore[misc]
+    class Counter(Aggregate):
         def __init__(self, name: str) -> None:
             self.name = name
             self.total = 0
@@ -316,8 +316,8 @@ def _print_table(results: dict[str, list[float]], sizes: dict[str, int]) -> None
         "c": f"(c) {WRITERS} concurrent writers ({WRITERS}x{sizes['c']})",
         "d": f"(d) 100-event batches ({sizes['d']} batches)",
     }
-    print(f"{'events/s, median (±half-range)':48} {'sagaflow':>16} {'eventsourcing':>16} {'raw':>16} "
-          f"{'sf/es':>7} {'sf/raw':>7}")  # fmt: skip
+    header = f"{'events/s, median (±half-range)':48}"
+    print(f"{header} {'sagaflow':>16} {'eventsourcing':>16} {'raw':>16} {'sf/es':>7} {'sf/raw':>7}")
     for case, label in names.items():
         sf, es, raw = (results[f"{s}.{case}"] for s in ("sagaflow", "eventsourcing", "raw"))
         print(f"{label:48} {_spread(sf):>16} {_spread(es):>16} {_spread(raw):>16} "

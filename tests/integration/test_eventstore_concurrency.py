@@ -157,7 +157,7 @@ async def test_the_feed_sees_every_committed_event_once_while_a_naive_reader_mis
         )
         # Let the feed reader catch up with the last commits, bounded.
         catch_up = time.monotonic() + 15
-        while len(seen) < len(committed) and time.monotonic() < catch_up:
+        while len(seen) < len(committed) and time.monotonic() < catch_up:  # noqa: ASYNC110
             await asyncio.sleep(0.05)
         await asyncio.sleep(0.3)  # and give it the chance to see a duplicate
         stop.set()

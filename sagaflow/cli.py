@@ -135,6 +135,21 @@ def services_install_kafka() -> None:
     console.print(f"Kafka jars in {install_jars(_settings())}")
 
 
+@app.command("settings")
+@friendly_errors
+def show_settings() -> None:
+    """Print every setting with its variable name and current value (secrets hidden)."""
+    settings = _settings()
+    table = Table(title="sagaflow settings")
+    table.add_column("variable")
+    table.add_column("value", overflow="fold")
+    table.add_column("meaning", overflow="fold")
+    for name, field in type(settings).model_fields.items():
+        value = getattr(settings, name)
+        table.add_row(f"SAGAFLOW_{name.upper()}", str(value), field.description or "")
+    console.print(table)
+
+
 def wait_for_interrupt() -> None:
     """Block until Ctrl-C or SIGTERM."""
     stop = threading.Event()

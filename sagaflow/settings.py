@@ -67,8 +67,87 @@ class Settings(BaseSettings):
     snapshot_every: int = Field(default=100, ge=0, description="events between snapshots")
 
     # --- saga settings (issue 4): add saga/worker/payment fields below this line ---
+    # Order saga: deadlines, order limits, per-step retry knobs (passed to the workflow
+    # in its input, because workflow code must not read the environment).
+    saga_ship_deadline_s: float = Field(default=7 * 86400, gt=0, description="ship by, else cancel")
+    saga_delivery_timeout_s: float = Field(default=60 * 86400, gt=0)
+    order_max_lines: int = Field(default=50, ge=1, le=1000)
+    order_max_units: int = Field(default=1000, ge=1)
+    saga_local_activities: bool = Field(
+        default=True, description="event-store steps as local activities (see worker.py)"
+    )
+    activity_start_to_close_s: float = Field(default=10.0, gt=0)
+    activity_retry_initial_s: float = Field(default=0.5, gt=0)
+    activity_retry_backoff: float = Field(default=2.0, ge=1.0)
+    activity_retry_max_interval_s: float = Field(default=30.0, gt=0)
+    activity_retry_max_attempts: int = Field(default=8, ge=1)
+    compensation_retry_max_attempts: int = Field(default=5, ge=1)
+    notification_retry_max_attempts: int = Field(default=10, ge=1)
+    # Payment simulator (the built-in PaymentProvider): decisions hash the order id.
+    payment_latency_ms: float = Field(default=0.0, ge=0)
+    payment_decline_rate: float = Field(default=0.0, ge=0, le=1)
+    payment_transient_error_rate: float = Field(default=0.0, ge=0, le=1)
+    # Worker: concurrency limits and graceful shutdown.
+    worker_max_concurrent_workflow_tasks: int = Field(default=100, ge=1)
+    worker_max_concurrent_activities: int = Field(default=100, ge=1)
+    worker_max_concurrent_local_activities: int = Field(default=100, ge=1)
+    worker_workflow_task_pollers: int = Field(default=4, ge=2)
+    worker_activity_task_pollers: int = Field(default=4, ge=1)
+    worker_graceful_shutdown_s: float = Field(default=30.0, ge=0)
+    # Fault injection for tests: "<activity name>" commits its events, then fails once.
+    fault_commit_then_fail: str = Field(default="", description="off when empty")
 
     # --- streaming settings (issue 5): add relay/projection/Kafka fields below this line ---
+    kafka_topic: str = Field(default="sagaflow.events", description="topic of all events")
+    kafka_partitions: int = Field(default=6, ge=1, le=1000)
+    kafka_replication_factor: int = Field(default=1, ge=1, le=10)
+    kafka_dead_letter_topic: str = Field(default="sagaflow.events.dlt")
+    relay_name: str = Field(default="main", description="relay checkpoint row")
+    relay_batch_size: int = Field(default=1000, ge=1, le=100_000)
+    relay_linger_ms: int = Field(default=5, ge=0, le=10_000)
+    relay_poll_interval_s: float = Field(default=0.05, gt=0)
+    relay_backoff_initial_s: float = Field(default=0.2, gt=0)
+    relay_backoff_max_s: float = Field(default=10.0, gt=0)
+    relay_fault_after_publish: bool = Field(
+        default=False, description="tests only: exit between publish and checkpoint"
+    )
+    projector_group: str = Field(default="sagaflow-projector", description="consumer group")
+    projector_batch_size: int = Field(default=2000, ge=1, le=100_000)
+    projector_poll_interval_s: float = Field(default=0.05, gt=0)
+    projector_retry_attempts: int = Field(default=3, ge=1, le=100)
+    projector_backoff_initial_s: float = Field(default=0.1, ge=0)
+    projector_backoff_max_s: float = Field(default=5.0, gt=0)
+    projection_lag_max_events: int = Field(default=10_000, ge=1, description="backpressure")
+    projection_lag_max_s: float = Field(default=30.0, gt=0, description="backpressure")
+
+    # --- api settings (issue 6) ---
+    api_host: str = Field(default="127.0.0.1", description="address the API binds to")
+    api_port: int = Field(default=8000, ge=0, le=65535, description="0 = a free port")
+    api_max_body_bytes: int = Field(default=64 * 1024, ge=1024, description="request body cap")
+    api_page_size_max: int = Field(default=200, ge=1, le=10_000, description="list results cap")
+    consistency_wait_max_s: float = Field(default=5.0, ge=0, description="read-your-writes wait")
+    backpressure_relay_lag_events: int = Field(default=50_000, ge=0, description="429 above")
+    backpressure_temporal_backlog: int = Field(default=5_000, ge=0, description="429 above")
+    backpressure_retry_after_s: int = Field(default=5, ge=1)
+    # Temporal client TLS (mTLS, as Temporal Cloud needs): file paths.
+    temporal_tls: bool = False
+    temporal_tls_cert: Path | None = None
+    temporal_tls_key: Path | None = None
+    temporal_tls_ca: Path | None = None
+    temporal_tls_server_name: str | None = None
+    temporal_api_key: SecretStr | None = None
+    # Kafka security, passed through to aiokafka.
+    kafka_security_protocol: str = Field(
+        default="PLAINTEXT", pattern="^(PLAINTEXT|SSL|SASL_PLAINTEXT|SASL_SSL)$"
+    )
+    kafka_sasl_mechanism: str | None = Field(
+        default=None, pattern="^(PLAIN|SCRAM-SHA-256|SCRAM-SHA-512)$"
+    )
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_ssl_cafile: Path | None = None
+    kafka_ssl_certfile: Path | None = None
+    kafka_ssl_keyfile: Path | None = None
 
     service_start_timeout_s: float = Field(default=120.0, gt=0)
 
@@ -97,6 +176,17 @@ class Settings(BaseSettings):
         if value is not None:
             for part in value.split(","):
                 _require_host_port(part.strip())
+        return value
+
+    @field_validator("api_keys")
+    @classmethod
+    def _api_key_scopes_are_known(cls, value: dict[str, str]) -> dict[str, str]:
+        for key, scopes in value.items():
+            unknown = {s.strip() for s in scopes.split(",")} - {"read", "write", "admin"}
+            if len(key) < 16:
+                raise ValueError("every API key must be at least 16 characters")
+            if unknown:
+                raise ValueError(f"unknown scope(s) {sorted(unknown)}: use read, write, admin")
         return value
 
     @model_validator(mode="after")

@@ -1,0 +1,151 @@
+"""One problem format (RFC 9457 ``application/problem+json``) for every 4xx and 5xx.
+
+Domain errors map to HTTP by meaning: a wrong state is 409, an unknown id 404,
+invalid input 422. Routes raise these (or domain errors) and never build responses.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from domain.errors import CommandRefused, DomainError, IllegalTransition, InvalidCommand
+from eventstore.envelope import ConcurrencyError, InvalidStreamId
+
+log = logging.getLogger("sagaflow.api")
+PROBLEM = "application/problem+json"
+
+
+class FieldProblem(BaseModel):
+    """One invalid field: where it is and what is wrong."""
+
+    field: str
+    message: str
+
+
+class Problem(BaseModel):
+    """The body of every error response."""
+
+    type: str = "about:blank"
+    title: str
+    status: int
+    detail: str | None = None
+    errors: list[FieldProblem] | None = None
+
+
+class ApiError(Exception):
+    """An error a route raises to answer with a problem document."""
+
+    def __init__(
+        self,
+        status: int,
+        title: str,
+        detail: str | None = None,
+        *,
+        errors: list[FieldProblem] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(detail or title)
+        self.status, self.title, self.detail = status, title, detail
+        self.errors, self.headers = errors, headers
+
+
+def not_found(what: str, ident: str) -> ApiError:
+    """404 naming the kind of thing and its id."""
+    return ApiError(404, f"{what} not found", f"no {what} with id {ident!r}")
+
+
+def problem_response(
+    status: int,
+    title: str,
+    detail: str | None = None,
+    errors: list[FieldProblem] | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> JSONResponse:
+    """A JSON response carrying a Problem."""
+    body = Problem(
+        type=f"https://sagaflow.dev/problems/{status}",
+        title=title,
+        status=status,
+        detail=detail,
+        errors=errors,
+    )
+    return JSONResponse(
+        body.model_dump(exclude_none=True), status_code=status, media_type=PROBLEM, headers=headers
+    )
+
+
+def _field_name(loc: tuple[Any, ...]) -> str:
+    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
+    return ".".join(parts) or "body"
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Register the handlers that turn every error into a problem document."""
+
+    @app.exception_handler(ApiError)
+    async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
+        return problem_response(exc.status, exc.title, exc.detail, exc.errors, exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [
+            FieldProblem(field=_field_name(tuple(e["loc"])), message=e["msg"]) for e in exc.errors()
+        ]
+        return problem_response(422, "invalid request", "the request has invalid fields", errors)
+
+    @app.exception_handler(InvalidCommand)
+    async def _invalid_command(_: Request, exc: InvalidCommand) -> JSONResponse:
+        errors = [FieldProblem(field="body", message=p) for p in exc.problems]
+        return problem_response(422, "invalid command", str(exc), errors)
+
+    @app.exception_handler(IllegalTransition)
+    async def _wrong_state(_: Request, exc: IllegalTransition) -> JSONResponse:
+        return problem_response(409, "wrong state", str(exc))
+
+    @app.exception_handler(CommandRefused)
+    async def _refused(_: Request, exc: CommandRefused) -> JSONResponse:
+        return problem_response(409, "command refused", str(exc))
+
+    @app.exception_handler(ConcurrencyError)
+    async def _conflict(_: Request, exc: ConcurrencyError) -> JSONResponse:
+        return problem_response(409, "concurrent change", f"{exc}; retry the request")
+
+    @app.exception_handler(InvalidStreamId)
+    async def _bad_id(_: Request, exc: InvalidStreamId) -> JSONResponse:
+        return problem_response(422, "invalid id", str(exc))
+
+    @app.exception_handler(DomainError)
+    async def _domain(_: Request, exc: DomainError) -> JSONResponse:
+        return problem_response(409, "refused", str(exc))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        title = {404: "not found", 405: "method not allowed"}.get(exc.status_code, "error")
+        return problem_response(exc.status_code, title, str(exc.detail), headers=exc.headers)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error", exc_info=exc)
+        return problem_response(500, "internal error", "an unexpected error occurred")
+
+
+PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": Problem, "content": {PROBLEM: {}}, "description": text}
+    for status, text in (
+        (401, "missing or unknown API key"),
+        (403, "the API key lacks the scope"),
+        (404, "unknown id"),
+        (409, "wrong state or conflicting request"),
+        (413, "request body too large"),
+        (422, "invalid input, with the field errors"),
+        (429, "too far behind: retry after the Retry-After seconds"),
+    )
+}

@@ -1,0 +1,71 @@
+"""``sagaflow worker`` and ``sagaflow replay``: the saga's command-line commands.
+
+Mounted into the main CLI. Addresses come from settings, or from the local
+services started with ``sagaflow services up`` when settings name none.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from sagaflow.settings import Settings, SettingsError, load_settings
+
+app = typer.Typer(help="The order saga: run the worker, replay histories.", no_args_is_help=True)
+err_console = Console(stderr=True)
+
+
+def _resolved_settings() -> Settings:
+    """Settings, with addresses filled in from running local services if unset."""
+    settings = load_settings()
+    if settings.temporal_address and settings.database_url:
+        return settings
+    from sagaflow.services import LocalServices
+
+    running = LocalServices(settings).read_state()
+    overrides: dict[str, object] = {}
+    if not settings.temporal_address and "temporal" in running:
+        overrides["temporal_address"] = running["temporal"].addresses["address"]
+    if not settings.database_url and "postgres" in running:
+        overrides["database_url"] = running["postgres"].addresses["url"]
+    return load_settings(**overrides) if overrides else settings
+
+
+@app.command("worker")
+def worker_command() -> None:
+    """Run the order-saga worker until SIGTERM or Ctrl-C (graceful shutdown)."""
+    from worker import run_worker
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    try:
+        asyncio.run(run_worker(_resolved_settings()))
+    except SettingsError as exc:
+        err_console.print(f"error: {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+
+
+@app.command("replay")
+def replay_command(
+    history: Annotated[Path, typer.Argument(help="a workflow history exported as JSON")],
+) -> None:
+    """Replay a recorded history against the current workflow code; exit 1 on mismatch."""
+    from workflows.replay import replay_history_file
+
+    try:
+        asyncio.run(replay_history_file(history))
+    except (OSError, json.JSONDecodeError, KeyError, ValueError) as exc:
+        err_console.print(f"error: cannot read {history}: {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+    except Exception as exc:
+        first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        err_console.print(
+            f"replay failed: {history.name}: {first_line}", highlight=False, soft_wrap=True
+        )
+        raise typer.Exit(1) from None
+    typer.echo(f"replay ok: {history.name}")

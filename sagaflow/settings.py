@@ -117,7 +117,7 @@ class Settings(BaseSettings):
     projector_retry_attempts: int = Field(default=3, ge=1, le=100)
     projector_backoff_initial_s: float = Field(default=0.1, ge=0)
     projector_backoff_max_s: float = Field(default=5.0, gt=0)
-    projection_lag_max_events: int = Field(default=10_000, ge=1, description="backpressure")
+    projection_lag_max_events: int = Field(default=10_000, ge=0, description="429 above")
     projection_lag_max_s: float = Field(default=30.0, gt=0, description="backpressure")
 
     # --- api settings (issue 6) ---

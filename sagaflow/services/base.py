@@ -64,6 +64,10 @@ def free_port(host: str = "127.0.0.1") -> int:
 def ensure_port_free(host: str, port: int, setting: str) -> None:
     """Fail with a one-line message when a configured port is already taken."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        # Why SO_REUSEADDR: a restarted server's old port sits in TIME_WAIT after its
+        # clients disconnect; servers bind with SO_REUSEADDR, so the probe must too,
+        # or a restart would move to a new port and strand every client.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
         except OSError:

@@ -30,6 +30,8 @@ CREATE TABLE projection_offsets (
     topic       text NOT NULL,
     partition   integer NOT NULL,
     next_offset bigint NOT NULL,
+    -- when the last applied event was recorded (lag in seconds, an upper bound)
+    last_event_at timestamptz,
     updated_at  timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (consumer, topic, partition)
 );

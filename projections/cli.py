@@ -1,0 +1,177 @@
+"""``sagaflow projector``, ``sagaflow projections rebuild NAME``, ``sagaflow dead-letters``."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Awaitable, Callable
+from typing import Annotated, TypeVar
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+from rich.table import Table
+
+from eventstore.postgres import PostgresEventStore
+from projections.deadletters import (
+    DeadLetterError,
+    Resolution,
+    list_dead_letters,
+    replay_dead_letter,
+    skip_dead_letter,
+)
+from projections.handlers import default_projections, projection_named
+from projections.rebuild import RebuildError, rebuild
+from projections.runner import run_projector
+from sagaflow.settings import Settings, load_settings
+
+app = typer.Typer(help="Read models: projector, rebuild, dead letters.", no_args_is_help=True)
+projections_app = typer.Typer(help="Read models.", no_args_is_help=True)
+dead_letters_app = typer.Typer(help="Messages that kept failing.", no_args_is_help=True)
+app.add_typer(projections_app, name="projections")
+app.add_typer(dead_letters_app, name="dead-letters")
+
+console = Console()
+T = TypeVar("T")
+
+
+def _settings() -> Settings:
+    settings = load_settings()
+    if not settings.database_url:
+        console.print("[red]error:[/red] SAGAFLOW_DATABASE_URL is not set")
+        raise typer.Exit(2)
+    return settings
+
+
+def _with_store(settings: Settings, work: Callable[[PostgresEventStore], Awaitable[T]]) -> T:
+    async def main() -> T:
+        assert settings.database_url
+        store = await PostgresEventStore.connect(settings.database_url, max_size=4)
+        try:
+            return await work(store)
+        finally:
+            await store.close()
+
+    return asyncio.run(main())
+
+
+@app.command("projector")
+def projector_command() -> None:
+    """Run the projector: a Kafka consumer group, or embedded mode without Kafka."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    settings = _settings()
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await run_projector(settings, stop)
+
+    asyncio.run(main())
+
+
+@projections_app.command("list")
+def list_command() -> None:
+    """Name every read model and its tables."""
+    table = Table("read model", "tables", "stream types")
+    for p in default_projections():
+        table.add_row(p.name, ", ".join(p.tables), ", ".join(sorted(p.stream_types)))
+    console.print(table)
+
+
+@projections_app.command("rebuild")
+def rebuild_command(
+    name: Annotated[str, typer.Argument(help="read model, e.g. order_summary")],
+    batch_size: Annotated[int, typer.Option(min=1)] = 2000,
+) -> None:
+    """Rebuild a read model from the event store and swap it in atomically."""
+    settings = _settings()
+    try:
+        projection = projection_named(name)
+    except ValueError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+
+    async def work(store: PostgresEventStore) -> int:
+        with Progress(
+            "[progress.description]{task.description}",
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            console=console,
+        ) as bar:
+            task = bar.add_task(f"rebuilding {name}", total=None)
+            return await rebuild(
+                store,
+                projection,
+                batch_size=batch_size,
+                progress=lambda done, total: bar.update(task, completed=done, total=total),
+            )
+
+    try:
+        count = _with_store(settings, work)
+    except RebuildError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from None
+    console.print(f"rebuilt {name} from {count} events and swapped it in")
+
+
+@dead_letters_app.command("list")
+def dead_letters_list(
+    all_: Annotated[bool, typer.Option("--all", help="include resolved ones")] = False,
+) -> None:
+    """Show dead letters (open ones unless --all)."""
+    settings = _settings()
+    letters = _with_store(
+        settings, lambda store: list_dead_letters(store.pool, status=None if all_ else "open")
+    )
+    table = Table("id", "status", "source", "stream", "handler", "attempts", "parked", "error")
+    for d in letters:
+        table.add_row(
+            str(d.id),
+            d.status,
+            f"{d.topic}[{d.partition}]@{d.offset}",
+            f"{d.stream_id} v{d.version}",
+            d.handler,
+            str(d.attempts),
+            str(d.parked),
+            d.error,
+        )
+    console.print(table)
+
+
+def _resolve(kind: str, dead_letter_id: int) -> None:
+    settings = _settings()
+    action = replay_dead_letter if kind == "replay" else skip_dead_letter
+
+    async def work(store: PostgresEventStore) -> Resolution:
+        return await action(store.pool, dead_letter_id, default_projections(), store.upcasters)
+
+    try:
+        result = _with_store(settings, work)
+    except DeadLetterError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from None
+    console.print(
+        f"dead letter {result.dead_letter_id} {result.status}; released {result.released} "
+        f"parked message(s)"
+        + (
+            f"; a parked message failed and became a dead letter: {result.new_dead_letter}"
+            if result.new_dead_letter
+            else ""
+        )
+    )
+
+
+@dead_letters_app.command("replay")
+def dead_letters_replay(dead_letter_id: int) -> None:
+    """Apply a dead letter again (after a fix), then its stream's parked messages."""
+    _resolve("replay", dead_letter_id)
+
+
+@dead_letters_app.command("skip")
+def dead_letters_skip(dead_letter_id: int) -> None:
+    """Give up on a dead letter and release its stream's parked messages."""
+    _resolve("skip", dead_letter_id)

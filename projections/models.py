@@ -1,0 +1,342 @@
+"""Pure read-model logic: how each event changes a view row or an analytics counter.
+
+No I/O here: the SQL adapters in ``projections.handlers`` load rows, call these
+functions and write the results back, so the rules are unit-tested on their own.
+Rows are plain dicts shaped like the table columns; timestamps are ISO strings in
+JSON columns and ``datetime`` in typed ones. Money is integer cents.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from typing import Any
+
+from domain import events as ev
+from domain import saga_events as sev
+from domain.events import DomainEvent
+from eventstore.envelope import RecordedEvent
+
+Row = dict[str, Any]
+
+
+class ProjectionError(Exception):
+    """An event a read model cannot apply (for example an order event before its creation).
+
+    Raised, never swallowed: the runner retries, then dead-letters the message.
+    """
+
+
+# --- order_summary and customer_orders ------------------------------------------------
+
+_ORDER_STATUS: dict[type[DomainEvent], tuple[str, str]] = {
+    ev.OrderSubmitted: ("submitted", "submitted_at"),
+    ev.PaymentReceived: ("paid", "paid_at"),
+    ev.OrderShipped: ("shipped", "shipped_at"),
+    ev.OrderDelivered: ("delivered", "delivered_at"),
+    ev.OrderCancelled: ("cancelled", "cancelled_at"),
+}
+
+
+def order_id_of(recorded: RecordedEvent) -> str:
+    """The order id of an order stream ("order-<id>")."""
+    return recorded.stream_id.removeprefix("order-")
+
+
+def evolve_order(row: Row | None, recorded: RecordedEvent, event: DomainEvent) -> Row:
+    """The order_summary row after ``event`` (``row`` is None before OrderCreated)."""
+    at = recorded.recorded_at
+    if isinstance(event, ev.OrderCreated):
+        if row is not None:
+            raise ProjectionError(f"order {event.order_id} created twice")
+        return {
+            "order_id": event.order_id,
+            "customer_id": event.customer_id,
+            "status": "draft",
+            "lines": [],
+            "total_cents": 0,
+            "paid_cents": 0,
+            "payment_id": None,
+            "tracking_number": None,
+            "carrier": None,
+            "cancel_reason": None,
+            "timeline": {"created_at": at.isoformat()},
+            "version": recorded.version,
+            "updated_at": at,
+        }
+    if row is None:
+        raise ProjectionError(
+            f"{recorded.event_type} for unknown order {order_id_of(recorded)!r} "
+            f"(stream {recorded.stream_id} version {recorded.version})"
+        )
+    new = {**row, "version": recorded.version, "updated_at": at}
+    if isinstance(event, ev.OrderItemAdded):
+        lines = [dict(line) for line in row["lines"]]
+        for line in lines:
+            if line["sku"] == event.sku:
+                line["quantity"] += event.quantity
+                line["unit_price_cents"] = event.unit_price_cents
+                break
+        else:
+            lines.append(event.model_dump(mode="json"))
+        new["lines"] = lines
+        new["total_cents"] = lines_total(lines)
+    elif isinstance(event, ev.OrderItemRemoved):
+        new["lines"] = [line for line in row["lines"] if line["sku"] != event.sku]
+        new["total_cents"] = lines_total(new["lines"])
+    if type(event) in _ORDER_STATUS:
+        status, stamp = _ORDER_STATUS[type(event)]
+        new["status"] = status
+        new["timeline"] = {**row["timeline"], stamp: at.isoformat()}
+    if isinstance(event, ev.OrderSubmitted):
+        new["total_cents"] = event.total_cents
+    elif isinstance(event, ev.PaymentReceived):
+        new["payment_id"] = event.payment_id
+        new["paid_cents"] = row["paid_cents"] + event.amount_cents
+    elif isinstance(event, ev.OrderShipped):
+        new["tracking_number"] = event.tracking_number
+        new["carrier"] = event.carrier
+    elif isinstance(event, ev.OrderCancelled):
+        new["cancel_reason"] = event.reason
+    return new
+
+
+def lines_total(lines: list[Row]) -> int:
+    """Sum of quantity times unit price over order lines, in cents."""
+    return sum(int(line["quantity"]) * int(line["unit_price_cents"]) for line in lines)
+
+
+def evolve_customer_order(row: Row | None, recorded: RecordedEvent, event: DomainEvent) -> Row:
+    """The customer_orders row after ``event``: status and (once submitted) total."""
+    at = recorded.recorded_at
+    if isinstance(event, ev.OrderCreated):
+        if row is not None:
+            raise ProjectionError(f"order {event.order_id} created twice")
+        return {
+            "customer_id": event.customer_id,
+            "order_id": event.order_id,
+            "status": "draft",
+            "total_cents": 0,
+            "created_at": at,
+            "updated_at": at,
+        }
+    if row is None:
+        raise ProjectionError(
+            f"{recorded.event_type} for unknown order {order_id_of(recorded)!r} "
+            f"(stream {recorded.stream_id} version {recorded.version})"
+        )
+    new = {**row, "updated_at": at}
+    if type(event) in _ORDER_STATUS:
+        new["status"] = _ORDER_STATUS[type(event)][0]
+    if isinstance(event, ev.OrderSubmitted):
+        new["total_cents"] = event.total_cents
+    return new
+
+
+# --- inventory_levels ------------------------------------------------------------------
+
+
+@dataclass
+class StockDelta:
+    """Changes to one SKU's row: counters to add, catalogue fields to set."""
+
+    name: str | None = None
+    unit_price_cents: int | None = None
+    available: int = 0
+    reserved: int = 0
+    sold: int = 0
+    updated_at: datetime | None = None
+
+
+def stock_delta(delta: StockDelta, recorded: RecordedEvent, event: DomainEvent) -> None:
+    """Fold one inventory event into ``delta`` (the stream id names the SKU)."""
+    delta.updated_at = recorded.recorded_at
+    match event:
+        case ev.ProductRegistered():
+            delta.name, delta.unit_price_cents = event.name, event.unit_price_cents
+        case ev.ProductPriceChanged():
+            delta.unit_price_cents = event.unit_price_cents
+        case ev.StockAdded():
+            delta.available += event.quantity
+        case ev.StockReserved():
+            delta.available -= event.quantity
+            delta.reserved += event.quantity
+        case ev.StockReservationReleased():
+            delta.available += event.quantity
+            delta.reserved -= event.quantity
+        case ev.StockSold():
+            delta.reserved -= event.quantity
+            delta.sold += event.quantity
+
+
+def sku_of(recorded: RecordedEvent) -> str:
+    """The SKU of an inventory stream ("inventory-<sku>")."""
+    return recorded.stream_id.removeprefix("inventory-")
+
+
+# --- daily_sales -----------------------------------------------------------------------
+
+
+@dataclass
+class DaySales:
+    """Counters to add to one day's daily_sales row."""
+
+    orders: int = 0
+    revenue_cents: int = 0
+    cancellations: int = 0
+    refunds: int = 0
+    refunded_cents: int = 0
+
+
+def day_of(recorded: RecordedEvent) -> date:
+    """The UTC day an event was recorded on (analytics bucket)."""
+    return recorded.recorded_at.date()
+
+
+def sales_delta(days: dict[date, DaySales], recorded: RecordedEvent, event: DomainEvent) -> None:
+    """Fold one event into the per-day counters.
+
+    Orders count on submission, revenue on PaymentCharged (the payment stream is the
+    money fact; the order's PaymentReceived mirrors it and is not counted twice),
+    cancellations on OrderCancelled, refunds on PaymentRefunded.
+    """
+    if not isinstance(event, SALES_EVENTS):
+        return
+    day = days.setdefault(day_of(recorded), DaySales())
+    match event:
+        case ev.OrderSubmitted():
+            day.orders += 1
+        case ev.PaymentCharged():
+            day.revenue_cents += event.amount_cents
+        case ev.OrderCancelled():
+            day.cancellations += 1
+        case ev.PaymentRefunded():
+            day.refunds += 1
+            day.refunded_cents += event.amount_cents
+
+
+SALES_EVENTS = (ev.OrderSubmitted, ev.PaymentCharged, ev.OrderCancelled, ev.PaymentRefunded)
+
+
+# --- product_sales ---------------------------------------------------------------------
+
+
+@dataclass
+class ProductDelta:
+    """Counters to add to one SKU's product_sales row."""
+
+    name: str
+    units: int = 0
+    revenue_cents: int = 0
+
+
+@dataclass
+class ProductSalesState:
+    """product_sales' memory of one order: its lines and whether they were sold."""
+
+    lines: list[Row] = field(default_factory=list)
+    submitted: bool = False
+
+
+def product_sales_step(
+    state: ProductSalesState | None,
+    deltas: dict[str, ProductDelta],
+    recorded: RecordedEvent,
+    event: DomainEvent,
+) -> ProductSalesState:
+    """Fold one order event: lines count as sold on submission, and are taken back
+    when a submitted order is cancelled."""
+    if isinstance(event, ev.OrderCreated):
+        return ProductSalesState()
+    if state is None:
+        raise ProjectionError(
+            f"{recorded.event_type} for unknown order {order_id_of(recorded)!r} "
+            f"(stream {recorded.stream_id} version {recorded.version})"
+        )
+    match event:
+        case ev.OrderItemAdded():
+            lines = [dict(line) for line in state.lines]
+            for line in lines:
+                if line["sku"] == event.sku:
+                    line["quantity"] += event.quantity
+                    line["unit_price_cents"] = event.unit_price_cents
+                    break
+            else:
+                lines.append(event.model_dump(mode="json"))
+            return ProductSalesState(lines, state.submitted)
+        case ev.OrderItemRemoved():
+            kept = [line for line in state.lines if line["sku"] != event.sku]
+            return ProductSalesState(kept, state.submitted)
+        case ev.OrderSubmitted():
+            _count_lines(deltas, state.lines, +1)
+            return ProductSalesState(state.lines, True)
+        case ev.OrderCancelled() if state.submitted:
+            _count_lines(deltas, state.lines, -1)
+            return ProductSalesState(state.lines, False)
+    return state
+
+
+def _count_lines(deltas: dict[str, ProductDelta], lines: list[Row], sign: int) -> None:
+    for line in lines:
+        delta = deltas.setdefault(line["sku"], ProductDelta(line["name"]))
+        delta.units += sign * int(line["quantity"])
+        delta.revenue_cents += sign * int(line["quantity"]) * int(line["unit_price_cents"])
+
+
+# --- saga_outcomes ---------------------------------------------------------------------
+
+
+def evolve_saga(row: Row | None, recorded: RecordedEvent, event: DomainEvent) -> Row:
+    """The saga_outcomes row after ``event``: running → completed | compensated, or
+    parked while a compensation waits for an operator."""
+    at = recorded.recorded_at
+    if isinstance(event, sev.SagaStarted):
+        return {
+            "saga_id": event.saga_id,
+            "saga_type": event.saga_type,
+            "order_id": event.order_id,
+            "status": "running",
+            "reason": None,
+            "parked_steps": [],
+            "started_at": at,
+            "updated_at": at,
+        }
+    if row is None:
+        raise ProjectionError(
+            f"{recorded.event_type} for unknown saga (stream {recorded.stream_id} "
+            f"version {recorded.version})"
+        )
+    new = {**row, "updated_at": at}
+    match event:
+        case sev.SagaCompleted():
+            new["status"] = "completed"
+        case sev.SagaCompensated():
+            new["reason"] = event.reason
+            new["status"] = "parked" if row["parked_steps"] else "compensated"
+        case sev.CompensationParked():
+            steps = [s for s in row["parked_steps"] if s != event.step]
+            new["parked_steps"] = [*steps, event.step]
+            new["status"] = "parked"
+            new["reason"] = event.error
+        case sev.CompensationResolved():
+            steps = [s for s in row["parked_steps"] if s != event.step]
+            new["parked_steps"] = steps
+            if not steps and row["status"] == "parked":
+                new["status"] = "compensating"
+    return new
+
+
+def recompute_analytics(
+    pairs: list[tuple[RecordedEvent, DomainEvent]],
+) -> tuple[dict[date, DaySales], dict[str, ProductDelta]]:
+    """Analytics from raw events in one pass (tests compare the projections to this)."""
+    days: dict[date, DaySales] = {}
+    products: dict[str, ProductDelta] = {}
+    orders: dict[str, ProductSalesState] = defaultdict(ProductSalesState)
+    for recorded, event in pairs:
+        sales_delta(days, recorded, event)
+        if recorded.stream_type == "Order":
+            key = recorded.stream_id
+            orders[key] = product_sales_step(orders.get(key), products, recorded, event)
+    return days, products

@@ -1,0 +1,204 @@
+"""Query functions for the API's read side: a few lines of plain SQL each.
+
+Every function takes the read-model database's ``AsyncConnectionPool`` (the event
+store's pool works: same database) and returns pydantic models ready to serialise.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Any
+
+from psycopg.rows import dict_row
+from psycopg_pool import AsyncConnectionPool
+from pydantic import BaseModel
+
+
+class OrderLine(BaseModel):
+    """One line of an order."""
+
+    sku: str
+    name: str
+    quantity: int
+    unit_price_cents: int
+
+
+class OrderSummary(BaseModel):
+    """An order as the customer and support see it."""
+
+    order_id: str
+    customer_id: str
+    status: str
+    lines: list[OrderLine]
+    total_cents: int
+    paid_cents: int
+    payment_id: str | None
+    tracking_number: str | None
+    carrier: str | None
+    cancel_reason: str | None
+    #: ``created_at``, ``submitted_at``, ``paid_at``, ``shipped_at``, ``delivered_at``,
+    #: ``cancelled_at`` (ISO timestamps), each present once it happened
+    timeline: dict[str, datetime]
+    version: int
+    updated_at: datetime
+
+
+class CustomerOrder(BaseModel):
+    """One entry of a customer's order list."""
+
+    order_id: str
+    status: str
+    total_cents: int
+    created_at: datetime
+    updated_at: datetime
+
+
+class InventoryLevel(BaseModel):
+    """Stock of one SKU."""
+
+    sku: str
+    name: str | None
+    unit_price_cents: int | None
+    available: int
+    reserved: int
+    sold: int
+    updated_at: datetime
+
+
+class DailySales(BaseModel):
+    """Sales of one UTC day."""
+
+    day: date
+    orders: int
+    revenue_cents: int
+    cancellations: int
+    refunds: int
+    refunded_cents: int
+
+
+class ProductSales(BaseModel):
+    """Units and revenue of one SKU from submitted, not cancelled, orders."""
+
+    sku: str
+    name: str
+    units: int
+    revenue_cents: int
+
+
+class SagaOutcome(BaseModel):
+    """How one saga went."""
+
+    saga_id: str
+    saga_type: str
+    order_id: str | None
+    status: str
+    reason: str | None
+    parked_steps: list[str]
+    started_at: datetime
+    updated_at: datetime
+
+
+class SagaOutcomeCounts(BaseModel):
+    """Saga outcomes per status for one saga type."""
+
+    saga_type: str
+    running: int = 0
+    completed: int = 0
+    compensating: int = 0
+    compensated: int = 0
+    parked: int = 0
+
+
+async def _rows(pool: AsyncConnectionPool, query: str, params: Any = None) -> list[dict[str, Any]]:
+    async with pool.connection() as conn:
+        cur = conn.cursor(row_factory=dict_row)
+        await cur.execute(query, params)
+        return await cur.fetchall()
+
+
+async def get_order_summary(pool: AsyncConnectionPool, order_id: str) -> OrderSummary | None:
+    """The order's summary, or None when the read model has not seen it (yet)."""
+    rows = await _rows(pool, "SELECT * FROM order_summary WHERE order_id = %s", (order_id,))
+    return OrderSummary.model_validate(rows[0]) if rows else None
+
+
+async def list_customer_orders(
+    pool: AsyncConnectionPool, customer_id: str, *, limit: int = 100, offset: int = 0
+) -> list[CustomerOrder]:
+    """A customer's orders, newest first."""
+    rows = await _rows(
+        pool,
+        "SELECT * FROM customer_orders WHERE customer_id = %s "
+        "ORDER BY created_at DESC, order_id LIMIT %s OFFSET %s",
+        (customer_id, limit, offset),
+    )
+    return [CustomerOrder.model_validate(r) for r in rows]
+
+
+async def get_inventory_level(pool: AsyncConnectionPool, sku: str) -> InventoryLevel | None:
+    """One SKU's stock, or None when unknown."""
+    rows = await _rows(pool, "SELECT * FROM inventory_levels WHERE sku = %s", (sku,))
+    return InventoryLevel.model_validate(rows[0]) if rows else None
+
+
+async def list_inventory_levels(
+    pool: AsyncConnectionPool, *, limit: int = 500, offset: int = 0
+) -> list[InventoryLevel]:
+    """Every SKU's stock, by SKU."""
+    rows = await _rows(
+        pool, "SELECT * FROM inventory_levels ORDER BY sku LIMIT %s OFFSET %s", (limit, offset)
+    )
+    return [InventoryLevel.model_validate(r) for r in rows]
+
+
+async def daily_sales(
+    pool: AsyncConnectionPool, *, since: date | None = None, until: date | None = None
+) -> list[DailySales]:
+    """Sales per day in ``[since, until]`` (both optional), oldest first."""
+    rows = await _rows(
+        pool,
+        "SELECT * FROM daily_sales WHERE (%(since)s::date IS NULL OR day >= %(since)s) "
+        "AND (%(until)s::date IS NULL OR day <= %(until)s) ORDER BY day",
+        {"since": since, "until": until},
+    )
+    return [DailySales.model_validate(r) for r in rows]
+
+
+async def product_sales(pool: AsyncConnectionPool, *, limit: int = 100) -> list[ProductSales]:
+    """Best-selling SKUs first (by revenue)."""
+    rows = await _rows(
+        pool, "SELECT * FROM product_sales ORDER BY revenue_cents DESC, sku LIMIT %s", (limit,)
+    )
+    return [ProductSales.model_validate(r) for r in rows]
+
+
+async def get_saga_outcome(pool: AsyncConnectionPool, saga_id: str) -> SagaOutcome | None:
+    """One saga's outcome, or None when unknown."""
+    rows = await _rows(pool, "SELECT * FROM saga_outcomes WHERE saga_id = %s", (saga_id,))
+    return SagaOutcome.model_validate(rows[0]) if rows else None
+
+
+async def list_saga_outcomes(
+    pool: AsyncConnectionPool, *, status: str | None = None, limit: int = 100
+) -> list[SagaOutcome]:
+    """Sagas, most recently changed first, optionally of one status (e.g. ``parked``)."""
+    rows = await _rows(
+        pool,
+        "SELECT * FROM saga_outcomes WHERE (%(status)s::text IS NULL OR status = %(status)s) "
+        "ORDER BY updated_at DESC, saga_id LIMIT %(limit)s",
+        {"status": status, "limit": limit},
+    )
+    return [SagaOutcome.model_validate(r) for r in rows]
+
+
+async def saga_outcome_counts(pool: AsyncConnectionPool) -> list[SagaOutcomeCounts]:
+    """Completed, compensated, parked (and running) sagas per saga type."""
+    rows = await _rows(
+        pool,
+        "SELECT saga_type, status, count(*) AS n FROM saga_outcomes GROUP BY 1, 2 ORDER BY 1",
+    )
+    counts: dict[str, SagaOutcomeCounts] = {}
+    for row in rows:
+        entry = counts.setdefault(row["saga_type"], SagaOutcomeCounts(saga_type=row["saga_type"]))
+        setattr(entry, row["status"], int(row["n"]))
+    return list(counts.values())

@@ -1,0 +1,5 @@
+"""``python -m streaming relay``."""
+
+from streaming.cli import app
+
+app()

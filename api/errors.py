@@ -10,11 +10,14 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
+import psycopg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from psycopg_pool import PoolTimeout
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from temporalio.service import RPCError
 
 from domain.errors import CommandRefused, DomainError, IllegalTransition, InvalidCommand
 from eventstore.envelope import ConcurrencyError, InvalidStreamId
@@ -131,6 +134,27 @@ def install_error_handlers(app: FastAPI) -> None:
         title = {404: "not found", 405: "method not allowed"}.get(exc.status_code, "error")
         return problem_response(exc.status_code, title, str(exc.detail), headers=exc.headers)
 
+    @app.exception_handler(psycopg.OperationalError)
+    @app.exception_handler(PoolTimeout)
+    async def _database_away(_: Request, exc: Exception) -> JSONResponse:
+        log.warning("database unavailable: %s", exc)
+        return problem_response(
+            503,
+            "database unavailable",
+            "PostgreSQL is not reachable right now; retry",
+            headers={"Retry-After": "2"},
+        )
+
+    @app.exception_handler(RPCError)
+    async def _temporal_away(_: Request, exc: RPCError) -> JSONResponse:
+        log.warning("Temporal call failed: %s", exc)
+        return problem_response(
+            503,
+            "Temporal unavailable",
+            f"the workflow service did not answer: {exc.message}",
+            headers={"Retry-After": "2"},
+        )
+
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error", exc_info=exc)
@@ -147,5 +171,6 @@ PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
         (413, "request body too large"),
         (422, "invalid input, with the field errors"),
         (429, "too far behind: retry after the Retry-After seconds"),
+        (503, "a dependency (PostgreSQL, Temporal) is unavailable: retry"),
     )
 }

@@ -11,13 +11,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.errors import KafkaError
 from psycopg_pool import AsyncConnectionPool
 
 from eventstore.envelope import START, FeedCursor
@@ -34,7 +33,7 @@ from streaming.kafka import (
     quiet_kafka_logs,
     run_until_stopped,
 )
-from streaming.relay import feed_lag, relay_lag
+from streaming.relay import RETRYABLE, feed_lag, relay_lag
 
 log = logging.getLogger("sagaflow.projector")
 
@@ -304,7 +303,9 @@ async def run_projector(
                 settings.database_url, migrate=False, max_size=2, upcasters=upcasters
             )
             try:
-                await run_embedded(settings, store, pool, chosen, stop)
+                await _retry_forever(
+                    lambda: run_embedded(settings, store, pool, chosen, stop), settings, stop
+                )
             finally:
                 await store.close()
             return
@@ -321,14 +322,28 @@ async def _consume_forever(
     upcasters: Upcasters | None,
     stop: asyncio.Event,
 ) -> None:
+    async def consume() -> None:
+        runner = KafkaProjectorRunner(settings, pool, projections, upcasters or default_upcasters())
+        await runner.run(stop)
+
+    await _retry_forever(consume, settings, stop)
+
+
+async def _retry_forever(
+    run: Callable[[], Awaitable[object]], settings: Settings, stop: asyncio.Event
+) -> None:
+    """Run until ``stop``; restart with backoff when Kafka or PostgreSQL goes away.
+
+    Positions live in PostgreSQL with the read models: a fresh consumer (or feed
+    follower) resumes exactly where the last committed transaction left off.
+    """
     delay = settings.projector_backoff_initial_s or 0.1
     while not stop.is_set():
-        runner = KafkaProjectorRunner(settings, pool, projections, upcasters or default_upcasters())
         try:
-            await runner.run(stop)
-        except KafkaError as exc:
-            # Positions live in PostgreSQL: a fresh consumer resumes exactly there.
-            log.warning("projector: Kafka unavailable (%s); restarting in %.1fs", exc, delay)
+            await run()
+            return
+        except RETRYABLE as exc:
+            log.warning("projector: %s (%s); restarting in %.1fs", type(exc).__name__, exc, delay)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), delay)
             delay = min(delay * 2, settings.projector_backoff_max_s)

@@ -18,7 +18,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from sagaflow.services import SERVICE_NAMES, LocalServices, ServiceError
+from sagaflow.services import SERVICE_NAMES, LocalServices, ServiceError, with_local_addresses
 from sagaflow.settings import Settings, SettingsError, load_settings
 
 app = typer.Typer(
@@ -166,20 +166,105 @@ def wait_for_interrupt() -> None:
 @app.command("dev")
 @friendly_errors
 def dev() -> None:
-    """Run everything locally on the embedded services; Ctrl-C stops all."""
+    """The main job: local services, worker, relay, projector and API; Ctrl-C stops all."""
+    from sagaflow.stack import Stack
+
     settings = _settings()
-    services = LocalServices(settings)
+    stack = Stack(settings)
     started = time.monotonic()
-    with services.running_services():
-        _print_addresses(services)
-        info = services.running.get("temporal")
-        if info:
-            console.print(f"Temporal Web UI: {info.addresses['ui']}")
-        if not settings.kafka_enabled:
-            console.print("Kafka disabled: projections follow the event store's feed")
+    try:
+        stack.start()
+        assert stack.services is not None
+        _print_addresses(stack.services)
+        for note in stack.notes:
+            console.print(f"[yellow]note:[/yellow] {note}")
+        temporal = stack.services.running.get("temporal")
+        console.print(f"API docs:        {stack.api_url}/docs")
+        if temporal:
+            console.print(f"Temporal Web UI: {temporal.addresses['ui']}")
+        console.print(f"API key (development only): {settings.dev_api_key.get_secret_value()}")
+        console.print(f"logs: {stack.log_dir()}")
         console.print(f"ready in {time.monotonic() - started:.1f}s; Ctrl-C stops everything")
         wait_for_interrupt()
+    finally:
+        stack.stop()
     console.print("stopped")
+
+
+@app.command("api")
+@friendly_errors
+def api_command(
+    host: Annotated[str | None, typer.Option(help="bind address")] = None,
+    port: Annotated[int | None, typer.Option(help="port")] = None,
+) -> None:
+    """Serve the HTTP API (OpenAPI docs at /docs)."""
+    import uvicorn
+
+    from api.main import create_app
+
+    settings = with_local_addresses(_settings())
+    uvicorn.run(
+        create_app(settings),
+        host=host or settings.api_host,
+        port=port if port is not None else settings.api_port,
+        log_level="warning",
+        timeout_graceful_shutdown=10,
+    )
+
+
+@app.command("demo")
+@friendly_errors
+def demo_command(
+    orders: Annotated[int, typer.Option(min=1, max=100_000, help="orders to place")] = 20,
+    decline_rate: Annotated[float, typer.Option(min=0, max=1)] = 0.1,
+    transient_rate: Annotated[float, typer.Option(min=0, max=1)] = 0.1,
+    concurrency: Annotated[int, typer.Option(min=1, max=256)] = 8,
+    api: Annotated[
+        str | None, typer.Option(help="use a running API instead of starting a stack")
+    ] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="print the summary as JSON")] = False,
+) -> None:
+    """Seed products, run N orders through the API, print outcomes and latencies."""
+    from sagaflow.demo import print_summary, run_demo
+    from sagaflow.stack import Stack
+
+    settings = _settings()
+    if api:
+        summary = run_demo(api, settings.dev_api_key.get_secret_value(), orders, concurrency)
+    else:
+        stack = Stack(
+            settings,
+            extra_env={
+                "SAGAFLOW_PAYMENT_DECLINE_RATE": str(decline_rate),
+                "SAGAFLOW_PAYMENT_TRANSIENT_ERROR_RATE": str(transient_rate),
+            },
+        )
+        try:
+            stack.start()
+            summary = run_demo(
+                stack.api_url, settings.dev_api_key.get_secret_value(), orders, concurrency
+            )
+        finally:
+            stack.stop()
+    print_summary(summary, console, as_json=json_out)
+
+
+def _mount(sub: typer.Typer) -> None:
+    """Add a component's commands and groups to the main CLI."""
+    app.registered_commands.extend(sub.registered_commands)
+    app.registered_groups.extend(sub.registered_groups)
+
+
+def _mount_components() -> None:
+    from projections.cli import app as projections_cli
+    from sagaflow.cli_saga import app as saga_cli
+    from streaming.cli import app as streaming_cli
+
+    for sub in (saga_cli, streaming_cli, projections_cli):
+        _mount(sub)
+
+
+_mount_components()
 
 
 def main() -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 from pathlib import Path
 from typing import Annotated
 
@@ -63,7 +64,11 @@ def replay_command(
         err_console.print(f"error: cannot read {history}: {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
     except Exception as exc:
-        first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        # The SDK wraps the reason ("[TMPRL1100] Nondeterminism error: ...") in a
+        # Rust debug dump; show just the message.
+        text = str(exc)
+        found = re.search(r'message: "([^"]+)"', text)
+        first_line = found.group(1) if found else (text.strip().splitlines() or [""])[0]
         err_console.print(
             f"replay failed: {history.name}: {first_line}", highlight=False, soft_wrap=True
         )

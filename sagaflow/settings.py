@@ -106,6 +106,9 @@ class Settings(BaseSettings):
     relay_batch_size: int = Field(default=1000, ge=1, le=100_000)
     relay_linger_ms: int = Field(default=5, ge=0, le=10_000)
     relay_poll_interval_s: float = Field(default=0.05, gt=0)
+    relay_horizon_alert_s: float = Field(
+        default=10.0, gt=0, description="warn when an open transaction holds the feed longer"
+    )
     relay_backoff_initial_s: float = Field(default=0.2, gt=0)
     relay_backoff_max_s: float = Field(default=10.0, gt=0)
     relay_fault_after_publish: bool = Field(

@@ -17,6 +17,8 @@ import os
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+import psycopg
+import psycopg_pool
 from aiokafka.errors import KafkaError
 from psycopg_pool import AsyncConnectionPool
 
@@ -101,6 +103,16 @@ async def feed_lag(store: EventStore, cursor: FeedCursor) -> Lag:
     )
 
 
+#: Failures of the infrastructure (not of the data): wait and resume from the checkpoint.
+RETRYABLE: tuple[type[BaseException], ...] = (
+    KafkaError,
+    OSError,
+    TimeoutError,
+    psycopg.OperationalError,
+    psycopg_pool.PoolTimeout,
+)
+
+
 class Relay:
     """Publishes the store's feed to ``settings.kafka_topic`` from its checkpoint."""
 
@@ -110,26 +122,29 @@ class Relay:
         self.topic = settings.kafka_topic
         self.published = 0
         self.cursor = START
+        self.horizon_held_s = 0.0
+        self._horizon_checked = 0.0
 
     async def run(self, stop: asyncio.Event | None = None) -> None:
         """Relay until ``stop`` is set; survives broker outages by backing off."""
         stop = stop or asyncio.Event()
         s = self.settings
-        self.cursor = await load_checkpoint(self.store.pool, s.relay_name)
         delay = s.relay_backoff_initial_s
         while not stop.is_set():
             try:
+                # Why reload the cursor each time: after a failed batch some of its
+                # events may be in Kafka and some not; re-sending from the stored
+                # cursor covers the missing ones and consumers drop the duplicates.
+                self.cursor = await load_checkpoint(self.store.pool, s.relay_name)
                 await ensure_topic(s, self.topic)
                 await self._publish_until(stop)
                 return
-            except (KafkaError, OSError, TimeoutError) as exc:
-                # Why restart from the stored cursor with a fresh producer: after a
-                # failed batch some of its events may be in Kafka and some not; the
-                # re-send covers the missing ones and consumers drop the duplicates.
-                log.warning("relay: Kafka unavailable (%s); retrying in %.1fs", exc, delay)
+            except RETRYABLE as exc:
+                # Kafka or PostgreSQL is away (broker restart, database restart):
+                # back off and resume from the checkpoint; never exit.
+                log.warning("relay: %s (%s); retrying in %.1fs", type(exc).__name__, exc, delay)
                 await _sleep_or_stop(stop, delay)
                 delay = min(delay * 2, s.relay_backoff_max_s)
-                self.cursor = await load_checkpoint(self.store.pool, s.relay_name)
 
     async def _publish_until(self, stop: asyncio.Event) -> None:
         s = self.settings
@@ -139,6 +154,7 @@ class Relay:
             while not stop.is_set():
                 batch = await self.store.read_feed(self.cursor, s.relay_batch_size)
                 if not batch:
+                    await self._watch_horizon()
                     await _sleep_or_stop(stop, s.relay_poll_interval_s)
                     continue
                 futures = []
@@ -158,6 +174,26 @@ class Relay:
                 self.published += len(batch)
         finally:
             await producer.stop()
+
+    async def _watch_horizon(self) -> None:
+        """Warn (once a second at most) while an open transaction holds the feed back.
+
+        Why: the feed is read below the oldest running transaction; a transaction
+        left open stalls the relay and every reader behind it, silently otherwise.
+        """
+        now = asyncio.get_running_loop().time()
+        if now - self._horizon_checked < 1.0:
+            return
+        self._horizon_checked = now
+        held = (await self.store.feed_status()).horizon_held_s
+        self.horizon_held_s = held
+        if held > self.settings.relay_horizon_alert_s:
+            log.warning(
+                "relay: an open transaction has held the event feed back for %.1fs "
+                "(alert bound SAGAFLOW_RELAY_HORIZON_ALERT_S=%.0fs)",
+                held,
+                self.settings.relay_horizon_alert_s,
+            )
 
 
 async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:

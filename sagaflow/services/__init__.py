@@ -19,7 +19,7 @@ from sagaflow.services import kafka, postgres, temporal
 from sagaflow.services.base import ServiceError, ServiceInfo, process_alive
 from sagaflow.settings import Settings
 
-__all__ = ["SERVICE_NAMES", "LocalServices", "ServiceError", "ServiceInfo"]
+__all__ = ["SERVICE_NAMES", "LocalServices", "ServiceError", "ServiceInfo", "with_local_addresses"]
 
 SERVICE_NAMES = ("postgres", "temporal", "kafka")
 
@@ -194,6 +194,19 @@ class LocalServices:
             for name, info in self.running.items()
             for key, value in info.addresses.items()
         }
+
+
+def with_local_addresses(settings: Settings) -> Settings:
+    """Settings whose unset addresses are filled from services started by ``services up``."""
+    running = LocalServices(settings).read_state()
+    updates: dict[str, object] = {}
+    if not settings.database_url and "postgres" in running:
+        updates["database_url"] = running["postgres"].addresses["url"]
+    if not settings.temporal_address and "temporal" in running:
+        updates["temporal_address"] = running["temporal"].addresses["address"]
+    if settings.kafka_enabled and not settings.kafka_bootstrap and "kafka" in running:
+        updates["kafka_bootstrap"] = running["kafka"].addresses["bootstrap"]
+    return settings.model_copy(update=updates) if updates else settings
 
 
 def data_path(settings: Settings) -> Path:

@@ -1,0 +1,78 @@
+"""Shared plumbing of the activities: metadata, business failures, conflict retries,
+fault injection."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from domain.errors import DomainError, InsufficientStock
+from eventstore import ConcurrencyError
+from workflows.models import COMMAND_REFUSED, OUT_OF_STOCK, StepContext
+
+T = TypeVar("T")
+
+
+def event_metadata(ctx: StepContext) -> dict[str, Any]:
+    """The envelope metadata of events written by the activity running ``ctx``."""
+    activity_id = activity.info().activity_id if activity.in_activity() else ""
+    return {
+        "correlation_id": ctx.workflow_id,
+        "causation_id": f"{ctx.workflow_id}/{ctx.step}",
+        "user_id": ctx.user_id or ctx.customer_id,
+        "workflow_id": ctx.workflow_id,
+        "activity_id": activity_id,
+    }
+
+
+def id_prefix(ctx: StepContext) -> tuple[str, str]:
+    """The deterministic event-id prefix of a step: (workflow id, step)."""
+    return (ctx.workflow_id, ctx.step)
+
+
+def business_failure(err: DomainError) -> ApplicationError:
+    """A non-retryable ApplicationError for a domain refusal.
+
+    Why non-retryable: the same command against the same state gets the same
+    answer; retrying only delays the compensation.
+    """
+    error_type = OUT_OF_STOCK if isinstance(err, InsufficientStock) else COMMAND_REFUSED
+    return ApplicationError(str(err), type=error_type, non_retryable=True)
+
+
+async def on_conflict_retry(
+    attempt: Callable[[], Awaitable[T]], *, tries: int = 10, pause_s: float = 0.005
+) -> T:
+    """Run a load-decide-append ``attempt`` again when another writer won the stream.
+
+    Why here and not in Temporal's retry policy: a version conflict is expected under
+    load (many orders reserve the same SKU) and resolves at once on a fresh load; a
+    retry policy's backoff would add hundreds of milliseconds per conflict.
+    """
+    for n in range(tries - 1):
+        try:
+            return await attempt()
+        except ConcurrencyError:
+            await asyncio.sleep(pause_s * (n + 1))
+    return await attempt()
+
+
+class CommitThenFail(Exception):
+    """The injected fault: the activity's events are committed, then it fails."""
+
+
+class FaultInjector:
+    """Fails the named activity once, right after its commit (setting
+    ``fault_commit_then_fail``; empty = off). Proves retries write nothing twice."""
+
+    def __init__(self, activity_name: str = "") -> None:
+        self.activity_name = activity_name
+
+    def after_commit(self, name: str) -> None:
+        """Raise on the first attempt of ``name`` when it is the configured fault point."""
+        if self.activity_name and name == self.activity_name and activity.info().attempt == 1:
+            raise CommitThenFail(f"injected fault: {name} committed, then failed")

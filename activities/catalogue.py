@@ -1,0 +1,90 @@
+"""The product catalogue: SKUs, names and prices kept as Inventory events.
+
+Called by the starter and the API (not by workflows): registering a product,
+changing its price, restocking, and looking up which SKUs exist.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from activities._support import on_conflict_retry
+from domain.commands import RegisterProduct, Restock
+from domain.inventory import Inventory
+from eventstore import EventStore, Repository
+
+
+@dataclass(frozen=True)
+class Product:
+    """A catalogue entry with its stock levels."""
+
+    sku: str
+    name: str
+    unit_price_cents: int
+    available: int
+    reserved: int
+    sold: int
+    stocked: int
+
+
+class Catalogue:
+    """Catalogue commands and look-ups over the Inventory streams."""
+
+    def __init__(self, store: EventStore, *, snapshot_every: int = 0) -> None:
+        self.inventory = Repository(store, Inventory, snapshot_every=snapshot_every)
+
+    async def register_product(self, cmd: RegisterProduct, *, user_id: str = "") -> Product:
+        """Register a SKU (raises IllegalTransition when it is already registered)."""
+        inv = await self.inventory.load(cmd.sku)
+        inv.register(cmd.name, cmd.unit_price_cents)
+        await self.inventory.save(inv, metadata={"user_id": user_id})
+        return _product(inv)
+
+    async def change_price(self, sku: str, unit_price_cents: int, *, user_id: str = "") -> Product:
+        """Set a new unit price; orders already priced keep theirs."""
+
+        async def attempt() -> Inventory:
+            inv = await self.inventory.load(sku)
+            inv.change_price(unit_price_cents)
+            await self.inventory.save(inv, metadata={"user_id": user_id})
+            return inv
+
+        return _product(await on_conflict_retry(attempt))
+
+    async def restock(
+        self, cmd: Restock, *, idempotency_key: str | None = None, user_id: str = ""
+    ) -> Product:
+        """Add units; with ``idempotency_key`` a repeated request adds them once."""
+
+        async def attempt() -> Inventory:
+            inv = await self.inventory.load(cmd.sku)
+            inv.add_stock(cmd.quantity)
+            prefix = ("restock", cmd.sku, idempotency_key) if idempotency_key else None
+            result = await self.inventory.save(inv, metadata={"user_id": user_id}, id_prefix=prefix)
+            if result is not None and result.duplicate:
+                return await self.inventory.load(cmd.sku)  # a repeat: the stock was added once
+            return inv
+
+        return _product(await on_conflict_retry(attempt))
+
+    async def product(self, sku: str) -> Product | None:
+        """The entry for ``sku``, or None when it is not registered."""
+        inv = await self.inventory.load(sku)
+        return _product(inv) if inv.registered else None
+
+    async def known_skus(self, skus: Iterable[str]) -> set[str]:
+        """Those of ``skus`` that are registered."""
+        return {sku for sku in set(skus) if (await self.inventory.load(sku)).registered}
+
+
+def _product(inv: Inventory) -> Product:
+    return Product(
+        sku=inv.sku,
+        name=inv.name or "",
+        unit_price_cents=inv.unit_price_cents or 0,
+        available=inv.available,
+        reserved=inv.reserved,
+        sold=inv.sold,
+        stocked=inv.stocked,
+    )

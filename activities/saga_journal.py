@@ -1,0 +1,75 @@
+"""The saga journal: appends the saga's own events to ``saga-<saga_id>``."""
+
+from __future__ import annotations
+
+from temporalio import activity
+
+from domain.events import DomainEvent
+from domain.saga_events import (
+    CompensationParked,
+    CompensationResolved,
+    CompensationRetried,
+    SagaCompensated,
+    SagaCompleted,
+    SagaStarted,
+    SagaStepCompleted,
+    saga_stream,
+)
+from eventstore import ANY_VERSION, EventStore, NewEvent, deterministic_event_id
+from workflows.models import SagaRecord
+
+
+def saga_event(record: SagaRecord) -> DomainEvent:
+    """The domain event a journal record stands for."""
+    sid = record.saga_id
+    match record.kind:
+        case "SagaStarted":
+            return SagaStarted(saga_id=sid, saga_type=record.saga_type, order_id=record.order_id)
+        case "SagaStepCompleted":
+            return SagaStepCompleted(saga_id=sid, step=record.step)
+        case "SagaCompleted":
+            return SagaCompleted(saga_id=sid)
+        case "SagaCompensated":
+            return SagaCompensated(
+                saga_id=sid, reason=record.reason, compensated_steps=list(record.steps)
+            )
+        case "CompensationParked":
+            return CompensationParked(saga_id=sid, step=record.step, error=record.reason)
+        case "CompensationRetried":
+            return CompensationRetried(saga_id=sid, step=record.step)
+        case "CompensationResolved":
+            return CompensationResolved(saga_id=sid, step=record.step, resolution=record.reason)
+    raise ValueError(f"unknown saga record kind {record.kind!r}")
+
+
+class SagaJournalActivities:
+    """Records saga events; the sequence number makes each append idempotent."""
+
+    def __init__(self, store: EventStore) -> None:
+        self.store = store
+
+    @activity.defn(name="record_saga_events")
+    async def record_saga_events(self, records: list[SagaRecord]) -> None:
+        """Append saga events in one atomic append (a retried append writes nothing)."""
+        if not records:
+            return
+        info = activity.info()
+        saga_id = records[0].saga_id
+        new_events = [
+            NewEvent(
+                saga_event(record),
+                event_id=deterministic_event_id(info.workflow_id, "journal", record.seq),
+                metadata={
+                    "correlation_id": saga_id,
+                    "causation_id": f"{info.workflow_id}/journal/{record.seq}",
+                    "user_id": "",
+                    "workflow_id": info.workflow_id,
+                    "activity_id": info.activity_id,
+                },
+            )
+            for record in records
+        ]
+        # Why ANY_VERSION: the workflow issues journal appends one at a time, in
+        # order, so the stream's order is the saga's; the ids dedupe retries (a
+        # batch is always retried whole, never split).
+        await self.store.append(saga_stream(saga_id), new_events, ANY_VERSION, stream_type="Saga")

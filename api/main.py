@@ -1,0 +1,105 @@
+"""Assembles the FastAPI app: lifespan wiring, error handlers, body limit, routes."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+
+from api.container import Container
+from api.errors import install_error_handlers, problem_response
+from api.handlers import Handlers
+from api.routes import health, operations, orders, products
+from eventstore.postgres import PostgresEventStore
+from sagaflow.clients import connect_temporal
+from sagaflow.settings import Settings, SettingsError
+
+log = logging.getLogger("sagaflow.api")
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+class BodyLimit:
+    """Refuses request bodies over ``max_bytes`` with 413, declared or streamed."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            await self._too_large(scope, receive, send)
+            return
+        seen = 0
+
+        async def limited() -> Message:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.max_bytes:
+                raise _TooLarge
+            return message
+
+        try:
+            await self.app(scope, limited, send)
+        except _TooLarge:
+            await self._too_large(scope, receive, send)
+
+    async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = problem_response(
+            413, "request too large", f"the body is over {self.max_bytes} bytes"
+        )
+        await response(scope, receive, send)
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def create_app(settings: Settings) -> FastAPI:
+    """The API for ``settings``; connections open in the lifespan, not here."""
+    if not settings.database_url:
+        raise SettingsError("SAGAFLOW_DATABASE_URL is not set: the API needs PostgreSQL")
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        assert settings.database_url
+        store = await PostgresEventStore.connect(
+            settings.database_url, max_size=settings.db_pool_size
+        )
+        try:
+            temporal = await connect_temporal(settings)
+        except Exception as exc:
+            # Why start anyway: queries of the read side still work; /ready says
+            # Temporal is missing and commands answer 503 until a restart.
+            log.error("Temporal unreachable at start-up: %s", exc)
+            temporal = None
+        container = Container(settings, store, temporal)
+        Handlers(container).register(container.commands, container.queries)
+        app.state.container = container
+        try:
+            yield
+        finally:
+            await store.close()
+
+    app = FastAPI(
+        title="sagaflow",
+        version="0.1.0",
+        description="Commands start and steer order sagas; queries read the projections.",
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    for module in (orders, products, operations, health):
+        app.include_router(module.router)
+    app.add_middleware(BodyLimit, max_bytes=settings.api_max_body_bytes)
+    return app

@@ -1,0 +1,149 @@
+"""HTTP request and response models, named by role (``OrderCreate``, ``OrderAccepted``)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Sku = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")]
+Ident = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")]
+
+
+class _Input(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+
+class OrderLineIn(_Input):
+    """One line of a new order: the SKU and how many (prices come from the catalogue)."""
+
+    sku: Sku
+    quantity: int = Field(description="units; must be positive")
+
+
+class OrderCreate(_Input):
+    """A new order."""
+
+    customer_id: Ident
+    lines: list[OrderLineIn] = Field(max_length=1000, description="at least one line")
+
+
+class OrderAccepted(BaseModel):
+    """The order was accepted and its saga started."""
+
+    order_id: str
+    status: str = "accepted"
+    consistency_token: str = Field(description="pass as ?consistency_token= to read your own write")
+    location: str
+
+
+class PendingOrder(BaseModel):
+    """An accepted order whose saga has not created the order yet."""
+
+    order_id: str
+    status: str = "pending"
+    saga_status: str
+
+
+class ShipIn(_Input):
+    """Shipping details."""
+
+    tracking_number: str = Field(min_length=1, max_length=100)
+    carrier: str = Field(min_length=1, max_length=100)
+
+
+class CancelIn(_Input):
+    """Why the order is cancelled."""
+
+    reason: str = Field(default="cancelled by request", min_length=1, max_length=500)
+
+
+class CompensationDecisionIn(_Input):
+    """Which parked compensation, and a note for the log."""
+
+    step: str = Field(min_length=1, max_length=100)
+    note: str = Field(default="", max_length=500)
+
+
+class SagaCommandResult(BaseModel):
+    """What a saga command did."""
+
+    order_id: str
+    result: str
+
+
+class ProductCreate(_Input):
+    """A catalogue entry."""
+
+    sku: Sku
+    name: str = Field(min_length=1, max_length=200)
+    unit_price_cents: int = Field(gt=0, le=100_000_000)
+
+
+class RestockIn(_Input):
+    """Units to add to a SKU's stock."""
+
+    quantity: int = Field(gt=0, le=1_000_000)
+
+
+class ProductOut(BaseModel):
+    """A catalogue entry with its stock from the event store."""
+
+    sku: str
+    name: str
+    unit_price_cents: int
+    available: int
+    reserved: int
+    sold: int
+
+
+class EventOut(BaseModel):
+    """One stored event, with its envelope."""
+
+    event_id: str
+    event_type: str
+    schema_version: int
+    stream_id: str
+    stream_type: str
+    version: int
+    global_position: int
+    recorded_at: str
+    data: dict[str, Any]
+    metadata: dict[str, Any]
+
+
+class ReadinessOut(BaseModel):
+    """Each dependency: "ok" or what is wrong."""
+
+    status: str
+    checks: dict[str, str]
+
+
+class DeadLetterOut(BaseModel):
+    """A dead-lettered message."""
+
+    id: int
+    consumer: str
+    topic: str
+    partition: int
+    offset: int
+    stream_id: str | None
+    event_id: str | None
+    version: int | None
+    handler: str
+    error: str
+    attempts: int
+    status: str
+    created_at: str
+    resolved_at: str | None
+    parked: int
+
+
+class ResolutionOut(BaseModel):
+    """What a dead-letter replay or skip did."""
+
+    dead_letter_id: int
+    status: str
+    released: int
+    still_parked: int
+    new_dead_letter: str | None = None

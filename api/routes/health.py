@@ -1,0 +1,76 @@
+"""Health (process alive), readiness (dependencies reachable) and Prometheus metrics."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from api.container import Container
+from api.deps import ContainerDep
+from api.health import readiness
+from api.models import ReadinessOut
+
+router = APIRouter(tags=["health"])
+log = logging.getLogger("sagaflow.api")
+
+
+@router.get("/health")
+async def health() -> dict[str, str]:
+    """The process is alive."""
+    return {"status": "ok"}
+
+
+@router.get("/ready", response_model=ReadinessOut, responses={503: {"model": ReadinessOut}})
+async def ready(c: ContainerDep) -> JSONResponse:
+    """PostgreSQL, Temporal and Kafka reachable; each named when not (503)."""
+    checks = await readiness(c.settings, c.pool, c.temporal)
+    ok = all(v == "ok" for v in checks.values())
+    body = ReadinessOut(status="ready" if ok else "not ready", checks=checks)
+    return JSONResponse(body.model_dump(), status_code=200 if ok else 503)
+
+
+@router.get("/metrics", response_class=Response)
+async def metrics(c: ContainerDep) -> Response:
+    """Prometheus metrics: lags, dead letters, parked sagas, saga outcomes, backlog."""
+    try:
+        await refresh_gauges(c)
+    except Exception as exc:  # a scrape must still answer with what it has
+        log.warning("metrics refresh failed: %s", exc)
+    return Response(generate_latest(c.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+async def refresh_gauges(c: Container) -> None:
+    """Read the current figures into the gauges."""
+    from projections.handlers import default_projections
+    from projections.runner import projector_lag
+    from streaming.relay import relay_lag
+
+    m, settings = c.metrics, c.settings
+    if settings.kafka_enabled:
+        relay = await relay_lag(c.store, settings.relay_name)
+        m.relay_lag_events.set(relay.events)
+        m.relay_lag_seconds.set(relay.seconds)
+    lag = await projector_lag(c.store, settings)
+    # One projector applies every read model in one transaction: one lag for all.
+    for projection in default_projections():
+        m.projection_lag_events.labels(projection.name).set(lag.events)
+        m.projection_lag_seconds.labels(projection.name).set(lag.seconds)
+    m.dead_letters.set(lag.dead_letters_open)
+    m.parked_messages.set(lag.parked)
+    async with c.pool.connection() as conn:
+        cur = await conn.execute(
+            "SELECT saga_type, status, count(*), "
+            "coalesce(avg(extract(epoch FROM updated_at - started_at)), 0) "
+            "FROM saga_outcomes GROUP BY 1, 2"
+        )
+        parked = 0
+        for saga_type, status, count, duration in await cur.fetchall():
+            m.sagas.labels(saga_type, status).set(count)
+            m.saga_duration.labels(saga_type, status).set(float(duration))
+            parked += count if status == "parked" else 0
+    m.parked_sagas.set(parked)
+    m.temporal_backlog.set(await c.temporal_backlog())
+    m.feed_horizon_held.set((await c.store.feed_status()).horizon_held_s)

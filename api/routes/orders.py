@@ -1,0 +1,137 @@
+"""Orders: place (command), steer the saga (signals), read the summary, events, saga state."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Query, Response
+
+from api.deps import ContainerDep, ReadScope, WriteScope
+from api.errors import PROBLEM_RESPONSES
+from api.messages import (
+    CancelOrderCommand,
+    CustomerOrdersQuery,
+    DeliverOrderCommand,
+    OrderEventsQuery,
+    OrderSummaryQuery,
+    PlaceOrderCommand,
+    SagaStateQuery,
+    ShipOrderCommand,
+)
+from api.models import (
+    CancelIn,
+    EventOut,
+    Ident,
+    OrderAccepted,
+    OrderCreate,
+    PendingOrder,
+    SagaCommandResult,
+    ShipIn,
+)
+from projections.queries import OrderSummary
+
+router = APIRouter(tags=["orders"], responses=PROBLEM_RESPONSES)
+
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        min_length=1,
+        max_length=200,
+        description="same key + same body = same order; another body is refused (409)",
+    ),
+]
+
+
+@router.post("/orders", status_code=202, response_model=OrderAccepted)
+async def place_order(
+    body: OrderCreate,
+    response: Response,
+    c: ContainerDep,
+    scopes: WriteScope,
+    idempotency_key: IdempotencyKey = None,
+) -> OrderAccepted:
+    """Place an order: validates it, starts its saga, returns a consistency token."""
+    accepted: OrderAccepted = await c.commands.dispatch(
+        PlaceOrderCommand(
+            customer_id=body.customer_id,
+            lines=tuple((line.sku, line.quantity) for line in body.lines),
+            idempotency_key=idempotency_key,
+            user_id=_user(scopes),
+        )
+    )
+    response.headers["Location"] = accepted.location
+    return accepted
+
+
+@router.get("/orders/{order_id}", response_model=OrderSummary | PendingOrder)
+async def get_order(
+    order_id: Ident,
+    c: ContainerDep,
+    _: ReadScope,
+    consistency_token: Annotated[str | None, Query(max_length=300)] = None,
+) -> Response:
+    """The order summary; with a consistency token, waits (bounded) for your write."""
+    body, reached = await c.queries.dispatch(OrderSummaryQuery(order_id, consistency_token))
+    headers = (
+        {"X-Consistency-Reached": "true" if reached else "false"} if consistency_token else None
+    )
+    return Response(body, media_type="application/json", headers=headers)
+
+
+@router.get("/orders/{order_id}/events", response_model=list[EventOut])
+async def get_order_events(order_id: Ident, c: ContainerDep, _: ReadScope) -> list[dict[str, Any]]:
+    """The order's raw event stream, oldest first."""
+    events: list[dict[str, Any]] = await c.queries.dispatch(OrderEventsQuery(order_id))
+    return events
+
+
+@router.get("/orders/{order_id}/saga")
+async def get_order_saga(order_id: Ident, c: ContainerDep, _: ReadScope) -> dict[str, Any]:
+    """The saga's live state: current step, status, compensation log."""
+    state: dict[str, Any] = await c.queries.dispatch(SagaStateQuery(order_id))
+    return state
+
+
+@router.post("/orders/{order_id}/cancel", response_model=SagaCommandResult)
+async def cancel_order(
+    order_id: Ident, c: ContainerDep, _: WriteScope, body: CancelIn | None = None
+) -> dict[str, str]:
+    """Cancel before shipping: compensates everything done; refused after shipping."""
+    reason = body.reason if body else "cancelled by request"
+    result: dict[str, str] = await c.commands.dispatch(CancelOrderCommand(order_id, reason))
+    return result
+
+
+@router.post("/orders/{order_id}/ship", response_model=SagaCommandResult)
+async def ship_order(
+    order_id: Ident, body: ShipIn, c: ContainerDep, _: WriteScope
+) -> dict[str, str]:
+    """Record the shipment (tracking number, carrier) of a confirmed order."""
+    result: dict[str, str] = await c.commands.dispatch(
+        ShipOrderCommand(order_id, body.tracking_number, body.carrier)
+    )
+    return result
+
+
+@router.post("/orders/{order_id}/deliver", response_model=SagaCommandResult)
+async def deliver_order(order_id: Ident, c: ContainerDep, _: WriteScope) -> dict[str, str]:
+    """Record the delivery of a shipped order."""
+    result: dict[str, str] = await c.commands.dispatch(DeliverOrderCommand(order_id))
+    return result
+
+
+@router.get("/customers/{customer_id}/orders")
+async def customer_orders(
+    customer_id: Ident,
+    c: ContainerDep,
+    _: ReadScope,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+) -> list[dict[str, Any]]:
+    """A customer's orders, newest first."""
+    rows: list[dict[str, Any]] = await c.queries.dispatch(CustomerOrdersQuery(customer_id, limit))
+    return rows
+
+
+def _user(scopes: frozenset[Any]) -> str:
+    return "api:" + ",".join(sorted(str(s) for s in scopes))

@@ -1,0 +1,95 @@
+"""Reliability report: every fault scenario against one dedicated stack.
+
+    python -m bench.reliability [--quick] [--only NAME ...] [--data-dir DIR]
+
+Starts PostgreSQL, Temporal, Kafka and sagaflow's processes (fixed PostgreSQL and
+Temporal ports, so restarts keep addresses), runs the scenarios one after another
+(``--quick``: a few dozen orders each; otherwise at least 1,000), prints a table
+and, last, ``RESULT {json}`` with ``<scenario>.<figure>`` keys.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+
+from bench.reliability.harness import Harness, stack_for_reliability, started
+from bench.reliability.scenarios import LONG, QUICK, SCENARIOS, ScenarioResult, Sizes
+
+COLUMNS = ("scenario", "orders", "terminal%", "events", "lost", "dup", "viol", "recovery_s")
+
+
+def format_table(results: list[ScenarioResult]) -> str:
+    """A fixed-width table, one row per scenario, violations listed below it."""
+    rows = [COLUMNS] + [
+        (
+            r.name,
+            str(r.orders),
+            f"{r.terminal_pct:.1f}",
+            str(r.events),
+            str(r.lost),
+            str(r.duplicated),
+            str(len(r.violations)),
+            "-" if r.recovery_s is None else f"{r.recovery_s:.1f}",
+        )
+        for r in results
+    ]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS))]
+    lines = ["  ".join(cell.rjust(w) for cell, w in zip(row, widths, strict=True)) for row in rows]
+    for r in results:
+        lines.append(f"{r.name}: {json.dumps(r.notes, default=str)}")
+        lines += [f"  ! {v}" for v in r.violations[:15]]
+        if len(r.violations) > 15:
+            lines.append(f"  ! ... {len(r.violations) - 15} more")
+    return "\n".join(lines)
+
+
+async def run_all(h: Harness, names: list[str], sizes: Sizes) -> list[ScenarioResult]:
+    """Run the named scenarios in order; a scenario that crashes is reported, not fatal."""
+    results = []
+    for name in names:
+        began = time.monotonic()
+        try:
+            result = await SCENARIOS[name](h, sizes)
+        except Exception as exc:
+            traceback.print_exc()
+            result = ScenarioResult(name, violations=[f"scenario crashed: {exc!r}"])
+        result.notes["wall_s"] = round(time.monotonic() - began, 1)
+        print(f"[{name}] done in {result.notes['wall_s']} s", file=sys.stderr, flush=True)
+        results.append(result)
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; exit status 1 when any target is missed."""
+    parser = argparse.ArgumentParser(prog="python -m bench.reliability")
+    parser.add_argument("--quick", action="store_true", help="small sizes (CI)")
+    parser.add_argument("--only", nargs="+", choices=sorted(SCENARIOS), help="these scenarios")
+    parser.add_argument("--data-dir", type=Path, help="stack data folder (default: temporary)")
+    args = parser.parse_args(argv)
+    sizes = QUICK if args.quick else LONG
+    names = args.only or list(SCENARIOS)
+    with tempfile.TemporaryDirectory(prefix="sagaflow-reliability-") as tmp:
+        stack = stack_for_reliability(args.data_dir or Path(tmp))
+        with started(stack) as harness:
+            results = asyncio.run(run_all(harness, names, sizes))
+    print(format_table(results))
+    figures: dict[str, object] = {}
+    for r in results:
+        figures.update(r.figures())
+    print("RESULT " + json.dumps(figures, separators=(",", ":")))
+    missed = any(
+        r.lost or r.duplicated or r.violations or r.terminal_pct < 100 or r.recovery_s is None
+        for r in results
+    )
+    return 1 if missed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,209 @@
+"""The stack the scenarios run against, and the HTTP client side of the workload.
+
+One dedicated ``Stack`` with fixed PostgreSQL and Temporal ports: restart scenarios
+stop and start those services, and the clients of the worker, relay, projector and
+API reconnect only when the address stays the same.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import signal
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from eventstore.postgres import PostgresEventStore
+from sagaflow.services.base import free_port, stop_process
+from sagaflow.settings import DEV_API_KEY, Settings, load_settings
+from sagaflow.stack import Stack
+
+#: Saga statuses where a saga is done or waits for people (shipping, an operator).
+SETTLED = frozenset(
+    {"awaiting_shipment", "compensated", "compensation_parked", "shipped", "delivered"}
+)
+#: Worker settings of the reliability stack: declines and transient provider errors
+#: make compensations and activity retries part of every scenario.
+DECLINE_RATE = 0.15
+TRANSIENT_ERROR_RATE = 0.1
+
+
+def stack_for_reliability(data_dir: Path, extra_env: dict[str, str] | None = None) -> Stack:
+    """A Stack (not started) whose PostgreSQL and Temporal keep their ports on restart."""
+    ports: set[int] = set()
+    while len(ports) < 5:
+        ports.add(free_port())
+    pg, temporal, ui, kafka, controller = sorted(ports)
+    # Why Kafka's ports too: with 0 a restarted broker takes new ports, and the
+    # relay and projector keep dialling the old bootstrap address.
+    settings = load_settings(
+        data_dir=data_dir,
+        postgres_port=pg,
+        temporal_port=temporal,
+        temporal_ui_port=ui,
+        kafka_port=kafka,
+        kafka_controller_port=controller,
+        api_port=0,
+        kafka_enabled=True,
+    )
+    env = {
+        "SAGAFLOW_PAYMENT_DECLINE_RATE": str(DECLINE_RATE),
+        "SAGAFLOW_PAYMENT_TRANSIENT_ERROR_RATE": str(TRANSIENT_ERROR_RATE),
+        # Why short retries: a killed worker's activities are retried by Temporal; the
+        # default 30 s cap on backoff would dominate the recovery time we measure.
+        "SAGAFLOW_ACTIVITY_RETRY_MAX_INTERVAL_S": "2",
+        "SAGAFLOW_ACTIVITY_RETRY_MAX_ATTEMPTS": "20",
+        **(extra_env or {}),
+    }
+    return Stack(settings, extra_env=env)
+
+
+@dataclass
+class Harness:
+    """A started stack plus what the scenarios need to drive and observe it."""
+
+    stack: Stack
+    api_key: str = DEV_API_KEY
+    #: the projector and relay settings as the processes see them
+    settings: Settings = field(init=False)
+
+    def __post_init__(self) -> None:
+        env = self.stack.env
+        wanted = {
+            "database_url": env.get("SAGAFLOW_DATABASE_URL"),
+            "temporal_address": env.get("SAGAFLOW_TEMPORAL_ADDRESS"),
+            "kafka_bootstrap": env.get("SAGAFLOW_KAFKA_BOOTSTRAP"),
+            "kafka_enabled": env.get("SAGAFLOW_KAFKA_ENABLED", "true") == "true",
+            "data_dir": self.stack.settings.data_dir,
+        }
+        for name in ("kafka_topic", "relay_name", "projector_group", "task_queue"):
+            value = env.get(f"SAGAFLOW_{name.upper()}")
+            if value:
+                wanted[name] = value
+        self.settings = load_settings(**{k: v for k, v in wanted.items() if v is not None})
+
+    @property
+    def database_url(self) -> str:
+        """The stack's database URL."""
+        assert self.settings.database_url
+        return self.settings.database_url
+
+    def http(self, max_connections: int = 64, timeout_s: float = 30.0) -> httpx.AsyncClient:
+        """An API client with the admin key."""
+        return httpx.AsyncClient(
+            base_url=self.stack.api_url,
+            headers={"X-API-Key": self.api_key},
+            timeout=timeout_s,
+            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=32),
+        )
+
+    async def store(self) -> PostgresEventStore:
+        """A fresh event-store connection (the caller closes it).
+
+        Why fresh each time: after a PostgreSQL restart a long-lived pool would
+        first hand out dead connections.
+        """
+        return await PostgresEventStore.connect(
+            self.database_url, migrate=False, min_size=1, max_size=4
+        )
+
+    def restart_process(self, name: str, env: dict[str, str] | None = None) -> None:
+        """Stop one sagaflow process gracefully and start it again (with ``env`` added)."""
+        proc = self.stack.procs.get(name)
+        if proc is not None and proc.poll() is None:
+            # Graceful (the worker drains for up to its shutdown bound), then SIGKILL.
+            stop_process(proc.pid, sig=signal.SIGTERM, timeout_s=45)
+            proc.wait(timeout=10)
+        if env is not None:
+            self.stack.env.update(env)
+        self.stack.start_process(name)
+
+    def process_alive(self, name: str) -> bool:
+        """Whether the named sagaflow process runs."""
+        proc = self.stack.procs.get(name)
+        return proc is not None and proc.poll() is None
+
+
+@contextlib.contextmanager
+def started(stack: Stack) -> Iterator[Harness]:
+    """Start ``stack``; stop every process and service it started on exit."""
+    try:
+        stack.start()
+        yield Harness(stack)
+    finally:
+        stack.stop()
+
+
+# --- HTTP with retries ----------------------------------------------------------------
+
+RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
+
+
+async def request_with_retry(
+    call: Callable[[], Awaitable[httpx.Response]],
+    *,
+    within_s: float,
+    pause_s: float = 0.25,
+) -> httpx.Response | None:
+    """Run ``call`` until it answers with a final status or ``within_s`` runs out.
+
+    Why retry at all: during a fault the API answers 5xx or the connection drops,
+    and a real client retries; with the same Idempotency-Key that must be safe.
+    Returns the last response, or None when no attempt got an answer.
+    """
+    deadline = time.monotonic() + within_s
+    last: httpx.Response | None = None
+    attempt = 0
+    while True:
+        attempt += 1
+        try:
+            last = await call()
+            if last.status_code not in RETRYABLE_STATUS:
+                return last
+        except (httpx.TransportError, httpx.TimeoutException):
+            pass
+        if time.monotonic() + pause_s > deadline:
+            return last
+        await asyncio.sleep(min(pause_s * attempt, 2.0))
+
+
+async def register_products(
+    http: httpx.AsyncClient, skus: list[str], stock: int, *, within_s: float = 60
+) -> None:
+    """Register and stock each SKU (price 1000 + index cents); raise when refused."""
+    for index, sku in enumerate(skus):
+        created = await request_with_retry(
+            lambda sku=sku, i=index: http.post(  # type: ignore[misc]
+                "/products", json={"sku": sku, "name": f"Item {sku}", "unit_price_cents": 1000 + i}
+            ),
+            within_s=within_s,
+        )
+        if created is None or created.status_code not in (201, 409):
+            raise RuntimeError(f"cannot register {sku}: {created and created.text}")
+        key = f"stock-{sku}-{uuid.uuid4().hex}"
+        stocked = await request_with_retry(
+            lambda sku=sku, key=key: http.post(  # type: ignore[misc]
+                f"/products/{sku}/restock",
+                json={"quantity": stock},
+                headers={"Idempotency-Key": key},
+            ),
+            within_s=within_s,
+        )
+        if stocked is None or stocked.status_code != 200:
+            raise RuntimeError(f"cannot restock {sku}: {stocked and stocked.text}")
+
+
+def order_body(rng: random.Random, customer: str, skus: list[str]) -> dict[str, Any]:
+    """One to two lines of the scenario's SKUs, one to three units each."""
+    lines = rng.sample(skus, min(len(skus), rng.randint(1, 2)))
+    return {
+        "customer_id": customer,
+        "lines": [{"sku": sku, "quantity": rng.randint(1, 3)} for sku in lines],
+    }

@@ -1,0 +1,503 @@
+"""The fault scenarios: orders flow through the API while one fault is injected.
+
+Every scenario has the same shape (``run_scenario``): register its own SKUs, place
+orders from its own customers with a bounded concurrency (a client that retries
+with the same Idempotency-Key, as a real one would), cancel some and ship some,
+inject its fault concurrently, then wait (bounded) for every saga to settle and
+the relay and projector to catch up, and hand the result to the oracle.
+``recovery_s`` is the time from the end of the fault to that point.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import random
+import re
+import signal
+import time
+import uuid
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import psycopg
+
+from bench.reliability.harness import (
+    SETTLED,
+    Harness,
+    order_body,
+    register_products,
+    request_with_retry,
+)
+from bench.reliability.oracle import run_oracle, wait_caught_up
+from eventstore.migrate import psycopg_url
+from sagaflow.services.base import ServiceError
+from sagaflow.settings import Settings
+from streaming.relay import relay_lag
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """How big and how long each scenario runs."""
+
+    orders: int
+    concurrency: int
+    #: seconds between two kills (worker, relay, projector)
+    kill_every_s: float
+    #: how long a stopped service stays down
+    outage_s: float
+    #: how long the write transaction is held open (above the relay's alert bound)
+    hold_s: float
+    #: same-key request bursts of 200 in the idempotency scenario
+    storms: int
+    #: the target: every saga settled within this after the last fault
+    settle_s: float = 60.0
+
+
+QUICK = Sizes(orders=24, concurrency=6, kill_every_s=2.5, outage_s=4, hold_s=12, storms=1)
+LONG = Sizes(orders=1000, concurrency=24, kill_every_s=4, outage_s=10, hold_s=40, storms=5)
+
+#: The relay's alert bound on a held feed horizon (SAGAFLOW_RELAY_HORIZON_ALERT_S,
+#: default); the scenario holds a transaction beyond it.
+HORIZON_ALERT_BOUND_S: float = Settings.model_fields["relay_horizon_alert_s"].default
+STORM_SIZE = 200
+CANCEL_SHARE = 0.1
+SHIP_SHARE = 0.1
+
+
+@dataclass
+class ScenarioResult:
+    """The figures of one scenario."""
+
+    name: str
+    orders: int = 0
+    terminal_pct: float = 0.0
+    events: int = 0
+    lost: int = 0
+    duplicated: int = 0
+    violations: list[str] = field(default_factory=list)
+    recovery_s: float | None = None
+    #: scenario-specific observations (faults injected, horizon held, Kafka copies...)
+    notes: dict[str, Any] = field(default_factory=dict)
+
+    def figures(self) -> dict[str, float | int | None]:
+        """The flat ``<scenario>.<figure>`` entries of the RESULT line."""
+        return {
+            f"{self.name}.orders": self.orders,
+            f"{self.name}.events": self.events,
+            f"{self.name}.lost": self.lost,
+            f"{self.name}.duplicated": self.duplicated,
+            f"{self.name}.violations": len(self.violations),
+            f"{self.name}.terminal_pct": self.terminal_pct,
+            f"{self.name}.recovery_s": self.recovery_s,
+        }
+
+
+@dataclass
+class Load:
+    """The orders of one scenario as the client saw them."""
+
+    harness: Harness
+    name: str
+    sizes: Sizes
+    skus: list[str]
+    rng: random.Random
+    customer_prefix: str
+    accepted: dict[str, dict[str, Any]] = field(default_factory=dict)
+    refused: Counter[str] = field(default_factory=Counter)
+    cancels: set[str] = field(default_factory=set)
+    ships: set[str] = field(default_factory=set)
+    status: dict[str, str] = field(default_factory=dict)
+    placed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def place_all(self, http: httpx.AsyncClient) -> None:
+        """Place ``sizes.orders`` orders, ``sizes.concurrency`` at a time."""
+        limit = asyncio.Semaphore(self.sizes.concurrency)
+
+        async def one(i: int) -> None:
+            async with limit:
+                await self.place_one(http, f"{self.customer_prefix}{i % 17}")
+
+        try:
+            await asyncio.gather(*(one(i) for i in range(self.sizes.orders)))
+        finally:
+            self.placed.set()
+
+    async def place_one(self, http: httpx.AsyncClient, customer: str) -> None:
+        """POST one order (retrying with its key); cancel it at once in some cases."""
+        key = uuid.uuid4().hex
+        body = order_body(self.rng, customer, self.skus)
+        resp = await request_with_retry(
+            lambda: http.post("/orders", json=body, headers={"Idempotency-Key": key}),
+            within_s=self.sizes.settle_s,
+        )
+        if resp is None or resp.status_code != 202:
+            self.refused[str(resp.status_code if resp is not None else "no answer")] += 1
+            return
+        order_id = resp.json()["order_id"]
+        self.accepted[order_id] = body
+        roll = self.rng.random()
+        if roll < CANCEL_SHARE:
+            self.cancels.add(order_id)
+            # 200 (cancelled) or 409 (too late, e.g. already compensated) are both fine.
+            await request_with_retry(
+                lambda: http.post(f"/orders/{order_id}/cancel", json={"reason": "reliability"}),
+                within_s=self.sizes.settle_s,
+            )
+        elif roll < CANCEL_SHARE + SHIP_SHARE:
+            self.ships.add(order_id)
+
+    async def settle(self, http: httpx.AsyncClient, deadline: float) -> float | None:
+        """Poll every saga until settled (shipping the chosen ones); the monotonic time
+        when all were settled, or None at the deadline."""
+        pending = set(self.accepted)
+        shipped: set[str] = set()
+        limit = asyncio.Semaphore(16)
+
+        async def poll(order_id: str) -> None:
+            async with limit:
+                try:
+                    resp = await http.get(f"/orders/{order_id}/saga", timeout=10)
+                except (httpx.TransportError, httpx.TimeoutException):
+                    return
+                if resp.status_code != 200:
+                    return
+                status = str(resp.json().get("status"))
+                self.status[order_id] = status
+                if status == "awaiting_shipment" and order_id in self.ships:
+                    if order_id not in shipped:
+                        shipped.add(order_id)
+                        await http.post(
+                            f"/orders/{order_id}/ship",
+                            json={"tracking_number": f"T-{order_id[:8]}", "carrier": "DHL"},
+                            timeout=10,
+                        )
+                    return  # wait for "shipped"
+                if status in SETTLED:
+                    pending.discard(order_id)
+
+        while pending and time.monotonic() < deadline:
+            await asyncio.gather(*(poll(o) for o in list(pending)))
+            if pending:
+                await asyncio.sleep(0.5)
+        return None if pending else time.monotonic()
+
+
+Fault = Callable[[Load], Awaitable[dict[str, Any]]]
+
+
+async def run_scenario(
+    h: Harness,
+    name: str,
+    sizes: Sizes,
+    fault: Fault | None,
+    *,
+    extra_skus: tuple[str, ...] = (),
+    seed: int = 7,
+) -> ScenarioResult:
+    """Load plus ``fault`` (concurrently), then settle, catch up and check."""
+    token = uuid.uuid4().hex[:6]
+    skus = [f"R{token}-{i}" for i in range(4)]
+    load = Load(h, name, sizes, skus, random.Random(seed), customer_prefix=f"rel-{token}-c")
+    result = ScenarioResult(name)
+    async with h.http() as http:
+        # One scarce SKU makes out-of-stock compensations part of the run.
+        await register_products(http, skus[:1], stock=max(4, sizes.orders // 3))
+        await register_products(http, skus[1:], stock=sizes.orders * 4)
+        all_skus = [*skus, *(f"R{token}-{s}" for s in extra_skus)]
+        if extra_skus:
+            await register_products(http, all_skus[len(skus) :], stock=10)
+        notes: dict[str, Any] = {}
+        placing = asyncio.create_task(load.place_all(http))
+        try:
+            if fault is not None:
+                notes = await fault(load)
+            await placing
+        finally:
+            if not placing.done():
+                placing.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await placing
+        fault_end = time.monotonic()
+        deadline = fault_end + sizes.settle_s
+        settled_at = await load.settle(http, deadline)
+    store = await h.store()
+    try:
+        caught_up = await wait_caught_up(
+            store, h.settings, within_s=max(5.0, deadline - time.monotonic())
+        )
+        if settled_at is not None and caught_up is not None:
+            result.recovery_s = round(max(settled_at, time.monotonic()) - fault_end, 2)
+        report = await run_oracle(
+            store,
+            h.settings,
+            customer_prefix=load.customer_prefix,
+            skus=all_skus,
+            accepted=load.accepted,
+            saga_status=load.status,
+        )
+    finally:
+        await store.close()
+    if caught_up is None:
+        report.violations.append("relay/projector still behind at the deadline")
+    result.orders = len(load.accepted)
+    result.terminal_pct = report.terminal_pct
+    result.events, result.lost, result.duplicated = report.events, report.lost, report.duplicated
+    result.violations = report.violations
+    result.notes = {
+        "orders_in_store": report.orders,
+        "refused": dict(load.refused),
+        "kafka_copies": report.kafka_copies,
+        **notes,
+    }
+    if not load.accepted:
+        result.violations.append(f"no order accepted (refused: {dict(load.refused)})")
+    return result
+
+
+# --- faults ----------------------------------------------------------------------------
+
+
+async def _during_load(load: Load, every_s: float, minimum: int, act: Callable[[int], Any]) -> int:
+    """Call ``act(n)`` every ``every_s`` while orders are placed, at least ``minimum``
+    times; returns how many times it ran. Bounded by the placement plus ``minimum``."""
+    n = 0
+    while n < minimum or not load.placed.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(load.placed.wait(), every_s)
+        if load.placed.is_set() and n >= minimum:
+            break
+        await act(n)
+        n += 1
+    return n
+
+
+async def _kill_restart(h: Harness, name: str, down_s: float = 0.3) -> None:
+    h.stack.kill(name, signal.SIGKILL)
+    await asyncio.sleep(down_s)
+    h.stack.start_process(name)
+
+
+async def worker_kill(h: Harness, sizes: Sizes) -> ScenarioResult:
+    """kill -9 the worker every few seconds while sagas run."""
+
+    async def fault(load: Load) -> dict[str, Any]:
+        kills = await _during_load(
+            load, sizes.kill_every_s, 3, lambda _n: _kill_restart(h, "worker")
+        )
+        return {"worker_kills": kills}
+
+    return await run_scenario(h, "worker_kill", sizes, fault)
+
+
+async def relay_projector_kill(h: Harness, sizes: Sizes) -> ScenarioResult:
+    """kill -9 the relay and the projector mid-batch, alternately."""
+    mid_batch = Counter[str]()
+
+    async def act(n: int) -> None:
+        name = "relay" if n % 2 == 0 else "projector"
+        # Mid-batch: wait (briefly) until the process has work pending, then kill.
+        store = await h.store()
+        try:
+            for _ in range(20):
+                lag = await relay_lag(store, h.settings.relay_name)
+                if lag.events > 0:
+                    mid_batch[name] += 1
+                    break
+                await asyncio.sleep(0.05)
+        finally:
+            await store.close()
+        await _kill_restart(h, name)
+
+    async def fault(load: Load) -> dict[str, Any]:
+        kills = await _during_load(load, sizes.kill_every_s / 2, 4, act)
+        return {"kills": kills, "killed_with_work_pending": dict(mid_batch)}
+
+    return await run_scenario(h, "relay_projector_kill", sizes, fault)
+
+
+def _service_outage(h: Harness, service: str, sizes: Sizes) -> Fault:
+    async def fault(load: Load) -> dict[str, Any]:
+        # Let a third of the orders in first, so the outage hits sagas mid-way.
+        for _ in range(200):
+            if len(load.accepted) >= sizes.orders // 3 or load.placed.is_set():
+                break
+            await asyncio.sleep(0.1)
+        assert h.stack.services is not None
+        started = time.monotonic()
+        await asyncio.to_thread(h.stack.services.stop_one, service)
+        await asyncio.sleep(sizes.outage_s)
+        retries = 0
+        give_up = time.monotonic() + 120
+        while True:
+            try:
+                await asyncio.to_thread(h.stack.services.start_one, service)
+                break
+            except ServiceError:
+                # Why retry: a fixed port can stay unbindable for a while after the
+                # stop (see the report's findings); bounded by ``give_up``.
+                if time.monotonic() > give_up:
+                    raise
+                retries += 1
+                await asyncio.sleep(2)
+        return {
+            f"{service}_down_s": round(time.monotonic() - started, 1),
+            "start_retries": retries,
+        }
+
+    return fault
+
+
+async def kafka_restart(h: Harness, sizes: Sizes) -> ScenarioResult:
+    """Stop the Kafka broker mid-run and start it again."""
+    return await run_scenario(h, "kafka_restart", sizes, _service_outage(h, "kafka", sizes))
+
+
+async def postgres_restart(h: Harness, sizes: Sizes) -> ScenarioResult:
+    """Stop PostgreSQL mid-run and start it again (same port, same data)."""
+    return await run_scenario(h, "postgres_restart", sizes, _service_outage(h, "postgres", sizes))
+
+
+async def temporal_restart(h: Harness, sizes: Sizes) -> ScenarioResult:
+    """Stop the Temporal server mid-run and start it again (persisted to its file)."""
+    return await run_scenario(h, "temporal_restart", sizes, _service_outage(h, "temporal", sizes))
+
+
+COMMIT_THEN_FAIL_ACTIVITY = "charge_payment"
+_FAULT_LOG = re.compile(r"injected fault: (\w+) committed")
+
+
+async def commit_then_fail(
+    h: Harness, sizes: Sizes, activity: str = COMMIT_THEN_FAIL_ACTIVITY
+) -> ScenarioResult:
+    """An activity commits its events, then fails before reporting (worker fault point);
+    its retry must write nothing twice."""
+    log = h.stack.log_dir() / "worker.log"
+    before = log.read_text(errors="replace") if log.exists() else ""
+    await asyncio.to_thread(
+        h.restart_process, "worker", {"SAGAFLOW_FAULT_COMMIT_THEN_FAIL": activity}
+    )
+    try:
+        result = await run_scenario(h, "commit_then_fail", sizes, None)
+    finally:
+        # Why "" and not a pop: the stack's env is what every later restart uses.
+        await asyncio.to_thread(
+            h.restart_process, "worker", {"SAGAFLOW_FAULT_COMMIT_THEN_FAIL": ""}
+        )
+    after = log.read_text(errors="replace") if log.exists() else ""
+    fired = len(_FAULT_LOG.findall(after[len(before) :]))
+    result.notes["fault_fired"] = fired
+    return result
+
+
+async def held_transaction(h: Harness, sizes: Sizes) -> ScenarioResult:
+    """A write transaction held open beyond the relay's alert bound while orders flow:
+    the feed must wait for it (never skip its event) and the hold must be visible."""
+    hold_s = max(sizes.hold_s, HORIZON_ALERT_BOUND_S + 2)
+    seen = {"feed_status_max_s": 0.0, "metrics_max_s": 0.0}
+
+    async def fault(load: Load) -> dict[str, Any]:
+        sku = load.skus[0].rsplit("-", 1)[0] + "-HELD"
+        event = {
+            "event_id": str(uuid.uuid4()),
+            "event_type": "StockAdded",
+            "schema_version": 1,
+            "data": {"quantity": 5},
+            "metadata": {"correlation_id": f"held-{sku}", "user_id": "reliability"},
+        }
+        await asyncio.sleep(1.0)
+        # Why a raw connection: the store's own pool is autocommit and bounded by
+        # timeouts; this is the misbehaving writer the feed must survive.
+        conn = await psycopg.AsyncConnection.connect(psycopg_url(h.database_url))
+        async with conn, conn.transaction():
+            await conn.execute(
+                "SELECT * FROM sagaflow_append(%s, 'Inventory', -1, 1, %s::jsonb)",
+                (f"inventory-{sku}", json.dumps([event])),
+            )
+            held_since = time.monotonic()
+            store = await h.store()
+            try:
+                async with h.http() as http:
+                    while time.monotonic() - held_since < hold_s:
+                        status = await store.feed_status()
+                        seen["feed_status_max_s"] = max(
+                            seen["feed_status_max_s"], status.horizon_held_s
+                        )
+                        seen["metrics_max_s"] = max(seen["metrics_max_s"], await _gauge(http))
+                        await asyncio.sleep(1.0)
+            finally:
+                await store.close()
+        return {"held_s": hold_s, **{k: round(v, 1) for k, v in seen.items()}}
+
+    result = await run_scenario(h, "held_transaction", sizes, fault, extra_skus=("HELD",))
+    # The hold must be visible to operators: the store reports it and /metrics shows it.
+    for source, value in seen.items():
+        if value < HORIZON_ALERT_BOUND_S:
+            result.violations.append(
+                f"horizon held {hold_s:.0f} s but {source} showed at most {value:.1f} s"
+            )
+    return result
+
+
+async def _gauge(http: httpx.AsyncClient) -> float:
+    with contextlib.suppress(httpx.HTTPError):
+        text = (await http.get("/metrics")).text
+        match = re.search(r"^sagaflow_feed_horizon_held_seconds\s+([0-9.eE+-]+)", text, re.M)
+        if match:
+            return float(match.group(1))
+    return 0.0
+
+
+async def idempotency_storm(h: Harness, sizes: Sizes) -> ScenarioResult:
+    """200 concurrent POSTs with one Idempotency-Key (per storm), during normal load."""
+    storm_notes: dict[str, Any] = {"statuses": Counter(), "order_ids_per_key": []}
+    problems: list[str] = []
+
+    async def fault(load: Load) -> dict[str, Any]:
+        async with h.http(max_connections=STORM_SIZE, timeout_s=60) as storm_http:
+            for n in range(sizes.storms):
+                key = uuid.uuid4().hex
+                body = order_body(load.rng, f"{load.customer_prefix}storm{n}", load.skus)
+                answers = await asyncio.gather(
+                    *(
+                        storm_http.post("/orders", json=body, headers={"Idempotency-Key": key})
+                        for _ in range(STORM_SIZE)
+                    ),
+                    return_exceptions=True,
+                )
+                ids = set()
+                for answer in answers:
+                    if isinstance(answer, BaseException):
+                        storm_notes["statuses"][type(answer).__name__] += 1
+                        continue
+                    storm_notes["statuses"][str(answer.status_code)] += 1
+                    if answer.status_code == 202:
+                        ids.add(answer.json()["order_id"])
+                        load.accepted[answer.json()["order_id"]] = body
+                storm_notes["order_ids_per_key"].append(len(ids))
+                if len(ids) != 1:
+                    problems.append(f"storm {n}: {len(ids)} distinct order ids for one key")
+        bad = {s: c for s, c in storm_notes["statuses"].items() if s not in ("202", "429")}
+        if bad:
+            problems.append(f"same-key POSTs answered {bad} (only 202, or 429, expected)")
+        return {"storm_statuses": dict(storm_notes["statuses"])}
+
+    result = await run_scenario(h, "idempotency_storm", sizes, fault)
+    result.violations += problems
+    return result
+
+
+SCENARIOS: dict[str, Callable[[Harness, Sizes], Awaitable[ScenarioResult]]] = {
+    "worker_kill": worker_kill,
+    "relay_projector_kill": relay_projector_kill,
+    "kafka_restart": kafka_restart,
+    "postgres_restart": postgres_restart,
+    "temporal_restart": temporal_restart,
+    "commit_then_fail": commit_then_fail,
+    "held_transaction": held_transaction,
+    "idempotency_storm": idempotency_storm,
+}

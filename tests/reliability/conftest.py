@@ -1,0 +1,28 @@
+"""One dedicated stack for the reliability scenarios (fixed PostgreSQL and Temporal
+ports, so restart scenarios keep addresses); stopped by process id at the end."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from bench.reliability.harness import Harness, stack_for_reliability, started
+
+
+@pytest.fixture(scope="session")
+def harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Harness]:
+    """The started stack shared by every scenario (each uses its own SKUs and customers)."""
+    stack = stack_for_reliability(tmp_path_factory.mktemp("reliability"))
+    with started(stack) as h:
+        yield h
+
+
+@pytest.fixture(autouse=True)
+def restart_crashed_processes(harness: Harness) -> Iterator[None]:
+    """After each scenario, start again any sagaflow process that died, so one
+    scenario's crash (reported by its own test) does not fail the next ones."""
+    yield
+    for name in list(harness.stack.procs):
+        if name in ("worker", "relay", "projector", "api") and not harness.process_alive(name):
+            harness.stack.start_process(name)

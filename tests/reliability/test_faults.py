@@ -1,0 +1,74 @@
+"""Fault injection against the whole stack, quick sizes; the oracle checks the invariants.
+
+The long version (at least 1,000 orders per scenario) is ``python -m bench.reliability``.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from bench.reliability import scenarios as s
+from bench.reliability.harness import Harness
+from bench.reliability.scenarios import QUICK, ScenarioResult
+
+pytestmark = [pytest.mark.reliability, pytest.mark.integration, pytest.mark.timeout(240)]
+
+
+def assert_targets(result: ScenarioResult) -> None:
+    """0 lost, 0 duplicated, 0 violations, every saga settled within the bound."""
+    assert result.orders > 0, result.notes
+    assert result.violations == [], "\n".join(result.violations[:30])
+    assert (result.lost, result.duplicated) == (0, 0)
+    assert result.terminal_pct == 100.0
+    assert result.recovery_s is not None
+    assert result.recovery_s <= QUICK.settle_s
+
+
+async def test_sagas_finish_when_the_worker_is_killed_every_few_seconds(harness: Harness) -> None:
+    result = await s.worker_kill(harness, QUICK)
+    assert result.notes["worker_kills"] >= 3
+    assert_targets(result)
+
+
+async def test_nothing_is_lost_when_relay_and_projector_are_killed_mid_batch(
+    harness: Harness,
+) -> None:
+    result = await s.relay_projector_kill(harness, QUICK)
+    assert result.notes["kills"] >= 4
+    assert_targets(result)
+
+
+async def test_the_pipeline_recovers_after_a_kafka_restart(harness: Harness) -> None:
+    assert_targets(await s.kafka_restart(harness, QUICK))
+
+
+async def test_sagas_and_projections_recover_after_a_postgres_restart(harness: Harness) -> None:
+    assert_targets(await s.postgres_restart(harness, QUICK))
+
+
+async def test_sagas_resume_after_a_temporal_restart(harness: Harness) -> None:
+    assert_targets(await s.temporal_restart(harness, QUICK))
+
+
+async def test_an_activity_that_commits_then_fails_writes_nothing_twice(
+    harness: Harness,
+) -> None:
+    result = await s.commit_then_fail(harness, QUICK)
+    assert result.notes["fault_fired"] > 0, "the fault point never fired"
+    assert_targets(result)
+
+
+async def test_a_held_write_transaction_delays_the_feed_but_loses_nothing(
+    harness: Harness,
+) -> None:
+    result = await s.held_transaction(harness, QUICK)
+    assert result.notes["held_s"] > s.HORIZON_ALERT_BOUND_S
+    assert_targets(result)
+
+
+async def test_two_hundred_concurrent_posts_with_one_key_make_one_order(
+    harness: Harness,
+) -> None:
+    result = await s.idempotency_storm(harness, QUICK)
+    assert result.notes["storm_statuses"], "the storm sent nothing"
+    assert_targets(result)

@@ -1,0 +1,135 @@
+"""The worker process: runs the order saga and its activities on one task queue.
+
+``build_worker`` wires the activities with their dependencies (the only place that
+does); ``run_worker`` connects, runs until SIGTERM/SIGINT and shuts down gracefully:
+polling stops, running activities get ``worker_graceful_shutdown_s`` to finish
+before they are cancelled (and retried elsewhere by Temporal).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Callable, Sequence
+from datetime import timedelta
+from typing import Any
+
+from temporalio.client import Client
+from temporalio.worker import Worker
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
+
+from activities._support import FaultInjector
+from activities.inventory import InventoryActivities
+from activities.notification import LoggingNotifier, NotificationActivities, Notifier
+from activities.order import OrderActivities
+from activities.payment import PaymentActivities, PaymentProvider, SimulatedPaymentProvider
+from activities.saga_journal import SagaJournalActivities
+from eventstore import EventStore
+from sagaflow.settings import Settings, SettingsError
+from workflows.order_saga import OrderSagaWorkflow
+
+log = logging.getLogger("sagaflow.worker")
+
+
+def build_activities(
+    settings: Settings,
+    store: EventStore,
+    *,
+    provider: PaymentProvider | None = None,
+    notifier: Notifier | None = None,
+) -> list[Callable[..., Any]]:
+    """Every activity of the order saga, bound to its dependencies."""
+    faults = FaultInjector(settings.fault_commit_then_fail)
+    provider = provider or SimulatedPaymentProvider(
+        latency_ms=settings.payment_latency_ms,
+        decline_rate=settings.payment_decline_rate,
+        transient_error_rate=settings.payment_transient_error_rate,
+    )
+    snap = settings.snapshot_every
+    inventory = InventoryActivities(store, snapshot_every=snap, faults=faults)
+    payment = PaymentActivities(store, provider, snapshot_every=snap, faults=faults)
+    order = OrderActivities(store, snapshot_every=snap, faults=faults)
+    notification = NotificationActivities(store, notifier or LoggingNotifier())
+    journal = SagaJournalActivities(store)
+    return [
+        inventory.reserve_stock,
+        inventory.release_stock,
+        inventory.sell_stock,
+        payment.charge_payment,
+        payment.refund_payment,
+        order.create_order,
+        order.cancel_order,
+        order.ship_order,
+        order.deliver_order,
+        notification.send_confirmation,
+        journal.record_saga_events,
+    ]
+
+
+def workflow_runner() -> SandboxedWorkflowRunner:
+    """The sandbox, with the pure, deterministic project modules passed through.
+
+    Why: re-importing pydantic models and the domain into every workflow sandbox
+    costs start-up time on each new run; these modules hold no global state that
+    the workflows mutate.
+    """
+    return SandboxedWorkflowRunner(
+        restrictions=SandboxRestrictions.default.with_passthrough_modules(
+            "domain", "pydantic", "pydantic_core", "annotated_types"
+        )
+    )
+
+
+def build_worker(
+    client: Client,
+    settings: Settings,
+    store: EventStore,
+    *,
+    task_queue: str | None = None,
+    provider: PaymentProvider | None = None,
+    notifier: Notifier | None = None,
+    workflows: Sequence[type] = (OrderSagaWorkflow,),
+) -> Worker:
+    """A worker for the order saga with the concurrency limits from settings."""
+    return Worker(
+        client,
+        task_queue=task_queue or settings.task_queue,
+        workflows=list(workflows),
+        activities=build_activities(settings, store, provider=provider, notifier=notifier),
+        workflow_runner=workflow_runner(),
+        max_concurrent_workflow_tasks=settings.worker_max_concurrent_workflow_tasks,
+        max_concurrent_activities=settings.worker_max_concurrent_activities,
+        max_concurrent_local_activities=settings.worker_max_concurrent_local_activities,
+        max_concurrent_workflow_task_polls=settings.worker_workflow_task_pollers,
+        max_concurrent_activity_task_polls=settings.worker_activity_task_pollers,
+        graceful_shutdown_timeout=timedelta(seconds=settings.worker_graceful_shutdown_s),
+    )
+
+
+async def run_worker(settings: Settings) -> None:
+    """Connect, run the worker until SIGTERM or SIGINT, then shut down gracefully."""
+    if not settings.temporal_address:
+        raise SettingsError("SAGAFLOW_TEMPORAL_ADDRESS: the worker needs a Temporal frontend")
+    if not settings.database_url:
+        raise SettingsError("SAGAFLOW_DATABASE_URL: the worker needs the event store's database")
+    from eventstore.postgres import PostgresEventStore
+
+    client = await Client.connect(settings.temporal_address, namespace=settings.temporal_namespace)
+    store = await PostgresEventStore.connect(settings.database_url, max_size=settings.db_pool_size)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        worker = build_worker(client, settings, store)
+        async with worker:
+            log.info("worker polling %s on %s", settings.task_queue, settings.temporal_address)
+            await stop.wait()
+            log.info("stopping: letting running activities finish")
+        # Leaving the block ran worker.shutdown(): no new tasks, running ones finished
+        # or cancelled after graceful_shutdown_timeout.
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+        await store.close()

@@ -1,0 +1,237 @@
+"""Starting and steering order sagas from other code (API, CLI, tests, benchmark).
+
+Not imported by workflow code. Every function takes its client, settings and store
+as arguments: no connections at import time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from temporalio.client import (
+    Client,
+    WorkflowHandle,
+    WorkflowQueryFailedError,
+    WorkflowUpdateFailedError,
+)
+from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
+from temporalio.service import RPCError, RPCStatusCode
+
+from activities.catalogue import Catalogue, Product
+from domain.commands import PlaceOrder, RegisterProduct, Restock, validate_place_order
+from domain.errors import InvalidCommand
+from eventstore import EventStore
+from sagaflow.settings import Settings
+from workflows.models import (
+    CANCEL,
+    DELIVER,
+    OUTCOME,
+    RESOLVE_COMPENSATION,
+    RETRY_COMPENSATION,
+    SHIP,
+    CancelRequest,
+    CompensationDecision,
+    LineInput,
+    OrderSagaInput,
+    OrderSagaResult,
+    RetryKnobs,
+    SagaOptions,
+    SagaStatus,
+    ShipRequest,
+)
+from workflows.order_saga import OrderSagaWorkflow
+
+__all__ = [
+    "InvalidCommand",
+    "OrderNotFound",
+    "OrderRequestRefused",
+    "await_outcome",
+    "cancel_order",
+    "deliver_order",
+    "get_status",
+    "products",
+    "register_product",
+    "resolve_compensation",
+    "restock",
+    "retry_compensation",
+    "saga_options",
+    "ship_order",
+    "start_order",
+]
+
+
+class OrderNotFound(LookupError):
+    """No saga runs or ran for this order id."""
+
+    def __init__(self, order_id: str) -> None:
+        self.order_id = order_id
+        super().__init__(f"order {order_id} does not exist")
+
+
+class OrderRequestRefused(Exception):
+    """The saga refused a request (wrong state, nothing parked, ...); nothing changed."""
+
+
+def saga_options(settings: Settings) -> SagaOptions:
+    """The saga's tuning from settings, frozen into each new workflow's input."""
+    step = RetryKnobs(
+        initial_interval_s=settings.activity_retry_initial_s,
+        backoff=settings.activity_retry_backoff,
+        max_interval_s=settings.activity_retry_max_interval_s,
+        max_attempts=settings.activity_retry_max_attempts,
+    )
+    return SagaOptions(
+        ship_deadline_s=settings.saga_ship_deadline_s,
+        delivery_timeout_s=settings.saga_delivery_timeout_s,
+        start_to_close_s=settings.activity_start_to_close_s,
+        local_activities=settings.saga_local_activities,
+        step_retry=step,
+        compensation_retry=RetryKnobs(
+            step.initial_interval_s,
+            step.backoff,
+            step.max_interval_s,
+            settings.compensation_retry_max_attempts,
+        ),
+        notification_retry=RetryKnobs(
+            step.initial_interval_s,
+            step.backoff,
+            step.max_interval_s,
+            settings.notification_retry_max_attempts,
+        ),
+    )
+
+
+async def start_order(
+    client: Client,
+    settings: Settings,
+    cmd: PlaceOrder,
+    *,
+    store: EventStore,
+    user_id: str = "",
+    task_queue: str | None = None,
+    options: SagaOptions | None = None,
+) -> WorkflowHandle[OrderSagaWorkflow, OrderSagaResult]:
+    """Validate ``cmd`` and start its saga (workflow id = order id); idempotent.
+
+    Raises InvalidCommand (one message per problem) before anything starts. Starting
+    an order id that already has a saga, running or finished, returns that saga's
+    handle: never a second saga for one order.
+    """
+    catalogue = Catalogue(store)
+    known = await catalogue.known_skus(line.sku for line in cmd.lines)
+    validate_place_order(
+        cmd,
+        max_lines=settings.order_max_lines,
+        max_units=settings.order_max_units,
+        known_skus=known,
+    )
+    saga_input = OrderSagaInput(
+        order_id=cmd.order_id,
+        customer_id=cmd.customer_id,
+        lines=[LineInput(line.sku, line.quantity) for line in cmd.lines],
+        options=options or saga_options(settings),
+        user_id=user_id,
+    )
+    try:
+        return await client.start_workflow(
+            OrderSagaWorkflow.run,
+            saga_input,
+            id=cmd.order_id,
+            task_queue=task_queue or settings.task_queue,
+            # Running: attach to it. Finished: refuse a new run (caught below).
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+            # Eager start: when this client's process also runs a worker on the task
+            # queue, the first workflow task comes back in the start response (one
+            # round trip less); otherwise the server ignores the request.
+            request_eager_start=True,
+        )
+    except WorkflowAlreadyStartedError:
+        return client.get_workflow_handle_for(OrderSagaWorkflow.run, cmd.order_id)
+
+
+def _handle(client: Client, order_id: str) -> WorkflowHandle[OrderSagaWorkflow, Any]:
+    return client.get_workflow_handle_for(OrderSagaWorkflow.run, order_id)
+
+
+async def get_status(client: Client, order_id: str) -> SagaStatus:
+    """The saga's status query (works on finished sagas too)."""
+    try:
+        return await _handle(client, order_id).query(OrderSagaWorkflow.status)
+    except RPCError as err:
+        if err.status == RPCStatusCode.NOT_FOUND:
+            raise OrderNotFound(order_id) from None
+        raise
+    except WorkflowQueryFailedError as err:
+        raise OrderRequestRefused(str(err)) from None
+
+
+async def _update(client: Client, order_id: str, name: str, *args: Any) -> str:
+    handle = _handle(client, order_id)
+    try:
+        return str(await handle.execute_update(name, args=list(args), result_type=str))
+    except WorkflowUpdateFailedError as err:
+        cause = err.cause
+        message = cause.message if isinstance(cause, ApplicationError) else str(cause or err)
+        raise OrderRequestRefused(message) from None
+    except RPCError as err:
+        if err.status != RPCStatusCode.NOT_FOUND:
+            raise
+        # Not found: either no such workflow, or it already finished.
+        status = await get_status(client, order_id)
+        raise OrderRequestRefused(
+            f"Order {order_id} is {status.status}: cannot {name} (the saga has finished)"
+        ) from None
+
+
+async def await_outcome(client: Client, order_id: str) -> str:
+    """Wait until the order is confirmed ("awaiting_shipment") or compensated."""
+    return await _update(client, order_id, OUTCOME)
+
+
+async def ship_order(client: Client, order_id: str, tracking_number: str, carrier: str) -> str:
+    """Ship a confirmed order; returns "shipped" or raises OrderRequestRefused/NotFound."""
+    return await _update(client, order_id, SHIP, ShipRequest(tracking_number, carrier))
+
+
+async def deliver_order(client: Client, order_id: str) -> str:
+    """Confirm delivery of a shipped order; returns "delivered"."""
+    return await _update(client, order_id, DELIVER)
+
+
+async def cancel_order(client: Client, order_id: str, reason: str) -> str:
+    """Cancel before shipping; returns "compensated" (or "compensation_parked")."""
+    return await _update(client, order_id, CANCEL, CancelRequest(reason))
+
+
+async def retry_compensation(client: Client, order_id: str, step: str, note: str = "") -> str:
+    """Retry a parked compensation; returns its status after the attempt."""
+    return await _update(client, order_id, RETRY_COMPENSATION, CompensationDecision(step, note))
+
+
+async def resolve_compensation(client: Client, order_id: str, step: str, note: str) -> str:
+    """Mark a parked compensation done by hand; returns "resolved"."""
+    return await _update(client, order_id, RESOLVE_COMPENSATION, CompensationDecision(step, note))
+
+
+async def register_product(
+    store: EventStore, cmd: RegisterProduct, *, user_id: str = ""
+) -> Product:
+    """Add a SKU to the catalogue (ProductRegistered on ``inventory-<sku>``)."""
+    return await Catalogue(store).register_product(cmd, user_id=user_id)
+
+
+async def restock(
+    store: EventStore, cmd: Restock, *, idempotency_key: str | None = None, user_id: str = ""
+) -> Product:
+    """Add units of a SKU (StockAdded); an idempotency key makes repeats harmless."""
+    return await Catalogue(store).restock(cmd, idempotency_key=idempotency_key, user_id=user_id)
+
+
+async def products(store: EventStore, skus: Sequence[str]) -> list[Product]:
+    """Catalogue entries of the registered ones among ``skus``."""
+    catalogue = Catalogue(store)
+    found = [await catalogue.product(sku) for sku in skus]
+    return [p for p in found if p is not None]

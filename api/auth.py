@@ -12,7 +12,7 @@ from collections.abc import Callable, Coroutine
 from enum import StrEnum
 from typing import Any
 
-from fastapi import Request
+from fastapi import Request, Security
 from fastapi.security import APIKeyHeader
 
 from api.errors import ApiError
@@ -57,11 +57,12 @@ class KeyRing:
         return found
 
 
-def require(scope: Scope) -> Callable[[Request], Coroutine[Any, Any, frozenset[Scope]]]:
+def require(scope: Scope) -> Callable[..., Coroutine[Any, Any, frozenset[Scope]]]:
     """A dependency that demands ``scope``: 401 without a known key, 403 without the scope."""
 
-    async def dependency(request: Request) -> frozenset[Scope]:
-        presented = await API_KEY_HEADER(request)
+    async def dependency(
+        request: Request, presented: str | None = Security(API_KEY_HEADER)
+    ) -> frozenset[Scope]:
         ring: KeyRing = request.app.state.container.keys
         scopes = ring.scopes_of(presented)
         if scopes is None:

@@ -10,7 +10,7 @@ from api.auth import Scope, require
 from api.container import Container
 
 
-def get_container(request: Request) -> Container:
+async def get_container(request: Request) -> Container:
     """The process's container (built in the lifespan)."""
     container: Container = request.app.state.container
     return container

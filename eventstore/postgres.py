@@ -175,45 +175,39 @@ class PostgresEventStore(EventStore):
                 try:
                     cur = await conn.execute(_APPEND, params)
                     rows = await cur.fetchall()
-                    break
-                except psycopg.Error as exc:
-                    outcome = await self._after_failed_append(conn, exc, stream_id, events)
-                    if isinstance(outcome, AppendResult):
-                        return outcome
-                    if expected_version == ANY_VERSION:
-                        # Why retry: "any version" lost a race for the next version
-                        # number, not a business decision; the next try reads the winner.
-                        continue
-                    raise ConcurrencyError(stream_id, expected_version, outcome) from None
-        rows.sort()
-        return AppendResult(
-            stream_id,
-            rows[0][0],
-            rows[-1][0],
-            tuple(r[1] for r in rows),
-            duplicate=bool(rows[0][2]),
-        )
+                    if not rows:
+                        # The stream is elsewhere: a conflict, or our own earlier append.
+                        outcome = await self._classify(conn, stream_id, events)
+                    else:
+                        rows.sort()
+                        return AppendResult(
+                            stream_id, rows[0][0], rows[-1][0], tuple(r[1] for r in rows)
+                        )
+                except psycopg.errors.UniqueViolation as exc:
+                    outcome = await self._classify(conn, stream_id, events, exc)
+            if isinstance(outcome, AppendResult):
+                return outcome
+            if expected_version == ANY_VERSION:
+                # Why retry: "any version" lost a race for the next version number,
+                # not a business decision; the next try reads the winner's version.
+                continue
+            raise ConcurrencyError(stream_id, expected_version, outcome)
 
-    async def _after_failed_append(
+    async def _classify(
         self,
         conn: psycopg.AsyncConnection[Any],
-        exc: psycopg.Error,
         stream_id: str,
         events: Sequence[NewEvent],
+        exc: psycopg.errors.UniqueViolation | None = None,
     ) -> AppendResult | int:
-        """The duplicate's result, or the stream's actual version; raises other errors."""
-        if exc.sqlstate == "SF002":
-            raise DuplicateEventConflict(str(exc.diag.message_primary)) from None
-        if exc.sqlstate not in ("SF001", "23505"):
-            raise exc
-        # A concurrent append won. If it was the same (retried) append, the events
-        # are now stored: report the duplicate, as the contract says.
+        """After an append wrote nothing: the duplicate's result, or the actual version."""
+        # A retried append whose events are all stored is a success (idempotency).
         duplicate = await self._already_stored(conn, stream_id, events)
         if duplicate is not None:
             return duplicate
-        if exc.diag.constraint_name == "events_event_id_key":
+        if exc is not None and exc.diag.constraint_name == "events_event_id_key":
             raise DuplicateEventConflict(
-                f"stream {stream_id!r}: an event id is already stored in another stream"
+                f"stream {stream_id!r}: some of the {len(events)} event ids are already stored"
             ) from None
         return await self._version(conn, stream_id)
 

@@ -51,57 +51,41 @@ CREATE TABLE snapshots (
     recorded_at timestamptz NOT NULL DEFAULT now()
 );
 
--- One round trip per append: idempotency check, expected-version check, insert.
+-- One statement per append: the expected-version check and the insert together.
 -- p_events is a JSON array of {event_id, event_type, schema_version, data, metadata}:
 -- one parameter, so the client sends one string instead of five typed arrays.
+--
+-- Returns the rows written, or no row when the stream is not at p_expected
+-- (0 = no stream yet, -1 = any version). An event id already stored violates
+-- events_event_id_key: the caller then reports the earlier append as a duplicate.
+--
+-- Why the unique index is the version check: a concurrent append of the same
+-- versions waits for the first one and then fails, so one append wins and the loser
+-- writes nothing. Why each stream's events stay in version order in the feed
+-- (ordered by transaction id): an append can only take version k+1 after it has read
+-- version k committed, and a transaction id is assigned at its first write, which
+-- comes after that read.
 CREATE FUNCTION sagaflow_append(
     p_stream_id text, p_stream_type text, p_expected integer, p_epoch integer,
     p_events jsonb)
-RETURNS TABLE (o_version integer, o_position bigint, o_duplicate boolean)
-LANGUAGE plpgsql AS $fn$
-DECLARE
-    n           integer := jsonb_array_length(p_events);
-    p_event_ids uuid[] := ARRAY(SELECT (e ->> 'event_id')::uuid
-                                FROM jsonb_array_elements(p_events) AS e);
-    v_known     integer;
-    v_new       integer;
-    v_actual    integer;
-BEGIN
-    SELECT count(*) INTO v_known FROM events WHERE event_id = ANY (p_event_ids);
-    IF v_known = n THEN
-        -- A retried append: report what the first one wrote, write nothing.
-        RETURN QUERY SELECT e.version, e.global_position, true FROM events e
-            WHERE e.event_id = ANY (p_event_ids) ORDER BY e.version;
-        RETURN;
-    ELSIF v_known > 0 THEN
-        RAISE EXCEPTION 'stream %: % of % event ids are already stored', p_stream_id, v_known, n
-            USING ERRCODE = 'SF002';
-    END IF;
-
-    -- The expected-version check. Its write is the insert below: the unique index
-    -- on (stream_id, version) makes a concurrent append of the same versions wait
-    -- for the first one and then fail, so one append wins and the loser writes
-    -- nothing. Why this keeps each stream's events in version order in the feed
-    -- (ordered by transaction id): an append can only take version k+1 after it
-    -- has read version k committed, and a transaction id is assigned at the first
-    -- write, which comes after that read.
-    SELECT coalesce(max(version), 0) INTO v_actual FROM events WHERE stream_id = p_stream_id;
-    IF p_expected <> -1 AND v_actual <> p_expected THEN
-        RAISE EXCEPTION 'stream % is at version %', p_stream_id, v_actual
-            USING ERRCODE = 'SF001', DETAIL = v_actual::text;
-    END IF;
-    v_new := v_actual + n;
-
-    RETURN QUERY
+RETURNS TABLE (o_version integer, o_position bigint)
+LANGUAGE sql AS $fn$
+    WITH batch AS (
+        SELECT (u.e ->> 'event_id')::uuid AS event_id, u.e ->> 'event_type' AS event_type,
+               (u.e ->> 'schema_version')::integer AS schema_version,
+               u.e -> 'data' AS data, u.e -> 'metadata' AS metadata, u.ord
+        FROM jsonb_array_elements(p_events) WITH ORDINALITY AS u(e, ord)
+    ), cur AS (
+        SELECT coalesce(max(version), 0) AS v FROM events WHERE stream_id = p_stream_id
+    )
     INSERT INTO events (epoch, event_id, stream_id, stream_type, version, event_type,
                         schema_version, data, metadata)
-    SELECT p_epoch, (u.e ->> 'event_id')::uuid, p_stream_id, p_stream_type,
-           v_new - n + u.ord::integer, u.e ->> 'event_type',
-           (u.e ->> 'schema_version')::integer, u.e -> 'data', u.e -> 'metadata'
-    FROM jsonb_array_elements(p_events) WITH ORDINALITY AS u(e, ord)
-    ORDER BY u.ord
-    RETURNING version, global_position, false;
-END
+    SELECT p_epoch, b.event_id, p_stream_id, p_stream_type, cur.v + b.ord::integer,
+           b.event_type, b.schema_version, b.data, b.metadata
+    FROM batch b, cur
+    WHERE p_expected = -1 OR cur.v = p_expected
+    ORDER BY b.ord
+    RETURNING version, global_position
 $fn$;
 """
 

@@ -170,12 +170,16 @@ class Load:
                 self.status[order_id] = status
                 if status == "awaiting_shipment" and order_id in self.ships:
                     if order_id not in shipped:
-                        shipped.add(order_id)
-                        await http.post(
-                            f"/orders/{order_id}/ship",
-                            json={"tracking_number": f"T-{order_id[:8]}", "carrier": "DHL"},
-                            timeout=10,
-                        )
+                        try:
+                            resp = await http.post(
+                                f"/orders/{order_id}/ship",
+                                json={"tracking_number": f"T-{order_id[:8]}", "carrier": "DHL"},
+                                timeout=30,
+                            )
+                        except (httpx.TransportError, httpx.TimeoutException):
+                            return  # a worker restart can delay the update: ask again
+                        if resp.status_code == 200:
+                            shipped.add(order_id)
                     return  # wait for "shipped"
                 if status in SETTLED:
                     pending.discard(order_id)

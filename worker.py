@@ -26,6 +26,7 @@ from activities.order import OrderActivities
 from activities.payment import PaymentActivities, PaymentProvider, SimulatedPaymentProvider
 from activities.saga_journal import SagaJournalActivities
 from eventstore import EventStore
+from sagaflow.clients import connect_temporal
 from sagaflow.settings import Settings, SettingsError
 from workflows.order_saga import OrderSagaWorkflow
 
@@ -104,6 +105,12 @@ def build_worker(
         max_concurrent_workflow_task_polls=settings.worker_workflow_task_pollers,
         max_concurrent_activity_task_polls=settings.worker_activity_task_pollers,
         graceful_shutdown_timeout=timedelta(seconds=settings.worker_graceful_shutdown_s),
+        # Why shorter than Temporal's 10 s default: when a worker dies, the workflow
+        # tasks already sent to its sticky queue wait this long before any other
+        # worker may take them; a crashed worker should stall its sagas for seconds.
+        sticky_queue_schedule_to_start_timeout=timedelta(
+            seconds=settings.worker_sticky_schedule_to_start_s
+        ),
     )
 
 
@@ -115,7 +122,7 @@ async def run_worker(settings: Settings) -> None:
         raise SettingsError("SAGAFLOW_DATABASE_URL: the worker needs the event store's database")
     from eventstore.postgres import PostgresEventStore
 
-    client = await Client.connect(settings.temporal_address, namespace=settings.temporal_namespace)
+    client = await connect_temporal(settings)  # TLS / API key from settings
     store = await PostgresEventStore.connect(settings.database_url, max_size=settings.db_pool_size)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

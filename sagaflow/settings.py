@@ -93,6 +93,9 @@ class Settings(BaseSettings):
     worker_max_concurrent_local_activities: int = Field(default=100, ge=1)
     worker_workflow_task_pollers: int = Field(default=4, ge=2)
     worker_activity_task_pollers: int = Field(default=4, ge=1)
+    worker_sticky_schedule_to_start_s: float = Field(
+        default=3.0, gt=0, description="how long a dead worker's sticky tasks wait"
+    )
     worker_graceful_shutdown_s: float = Field(default=30.0, ge=0)
     # Fault injection for tests: "<activity name>" commits its events, then fails once.
     fault_commit_then_fail: str = Field(default="", description="off when empty")

@@ -24,18 +24,9 @@ err_console = Console(stderr=True)
 
 def _resolved_settings() -> Settings:
     """Settings, with addresses filled in from running local services if unset."""
-    settings = load_settings()
-    if settings.temporal_address and settings.database_url:
-        return settings
-    from sagaflow.services import LocalServices
+    from sagaflow.services import with_local_addresses
 
-    running = LocalServices(settings).read_state()
-    overrides: dict[str, object] = {}
-    if not settings.temporal_address and "temporal" in running:
-        overrides["temporal_address"] = running["temporal"].addresses["address"]
-    if not settings.database_url and "postgres" in running:
-        overrides["database_url"] = running["postgres"].addresses["url"]
-    return load_settings(**overrides) if overrides else settings
+    return with_local_addresses(load_settings())
 
 
 @app.command("worker")

@@ -4,19 +4,19 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Request, Security
 
-from api.auth import Scope, require
+from api.auth import Caller, KeyAuth, Scope
 from api.container import Container
 
 
 async def get_container(request: Request) -> Container:
-    """The process's container (built in the lifespan)."""
+    """The process's container (built in the lifespan), for the unauthenticated routes."""
     container: Container = request.app.state.container
     return container
 
 
 ContainerDep = Annotated[Container, Depends(get_container)]
-ReadScope = Annotated[frozenset[Scope], Depends(require(Scope.READ))]
-WriteScope = Annotated[frozenset[Scope], Depends(require(Scope.WRITE))]
-AdminScope = Annotated[frozenset[Scope], Depends(require(Scope.ADMIN))]
+Reader = Annotated[Caller, Security(KeyAuth(Scope.READ))]
+Writer = Annotated[Caller, Security(KeyAuth(Scope.WRITE))]
+Admin = Annotated[Caller, Security(KeyAuth(Scope.ADMIN))]

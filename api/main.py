@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from contextlib import asynccontextmanager
@@ -87,6 +88,10 @@ def create_app(settings: Settings) -> FastAPI:
         container = Container(settings, store, temporal)
         Handlers(container).register(container.commands, container.queries)
         app.state.container = container
+        # Why: everything built so far lives as long as the process; frozen, the
+        # collector stops re-scanning it, and a full collection no longer stalls
+        # every request in flight for 100+ ms (bench.api's p99).
+        gc.freeze()
         try:
             yield
         finally:

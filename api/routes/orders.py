@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Response
 
-from api.deps import ContainerDep, ReadScope, WriteScope
+from api.deps import Reader, Writer
 from api.errors import PROBLEM_RESPONSES
 from api.messages import (
     CancelOrderCommand,
@@ -47,8 +47,7 @@ IdempotencyKey = Annotated[
 async def place_order(
     body: OrderCreate,
     response: Response,
-    c: ContainerDep,
-    scopes: WriteScope,
+    c: Writer,
     idempotency_key: IdempotencyKey = None,
 ) -> OrderAccepted:
     """Place an order: validates it, starts its saga, returns a consistency token."""
@@ -57,7 +56,7 @@ async def place_order(
             customer_id=body.customer_id,
             lines=tuple((line.sku, line.quantity) for line in body.lines),
             idempotency_key=idempotency_key,
-            user_id=_user(scopes),
+            user_id=c.user_id,
         )
     )
     response.headers["Location"] = accepted.location
@@ -67,8 +66,7 @@ async def place_order(
 @router.get("/orders/{order_id}", response_model=OrderSummary | PendingOrder)
 async def get_order(
     order_id: Ident,
-    c: ContainerDep,
-    _: ReadScope,
+    c: Reader,
     consistency_token: Annotated[str | None, Query(max_length=300)] = None,
 ) -> Response:
     """The order summary; with a consistency token, waits (bounded) for your write."""
@@ -80,23 +78,21 @@ async def get_order(
 
 
 @router.get("/orders/{order_id}/events", response_model=list[EventOut])
-async def get_order_events(order_id: Ident, c: ContainerDep, _: ReadScope) -> list[dict[str, Any]]:
+async def get_order_events(order_id: Ident, c: Reader) -> list[dict[str, Any]]:
     """The order's raw event stream, oldest first."""
     events: list[dict[str, Any]] = await c.queries.dispatch(OrderEventsQuery(order_id))
     return events
 
 
 @router.get("/orders/{order_id}/saga")
-async def get_order_saga(order_id: Ident, c: ContainerDep, _: ReadScope) -> dict[str, Any]:
+async def get_order_saga(order_id: Ident, c: Reader) -> dict[str, Any]:
     """The saga's live state: current step, status, compensation log."""
     state: dict[str, Any] = await c.queries.dispatch(SagaStateQuery(order_id))
     return state
 
 
 @router.post("/orders/{order_id}/cancel", response_model=SagaCommandResult)
-async def cancel_order(
-    order_id: Ident, c: ContainerDep, _: WriteScope, body: CancelIn | None = None
-) -> dict[str, str]:
+async def cancel_order(order_id: Ident, c: Writer, body: CancelIn | None = None) -> dict[str, str]:
     """Cancel before shipping: compensates everything done; refused after shipping."""
     reason = body.reason if body else "cancelled by request"
     result: dict[str, str] = await c.commands.dispatch(CancelOrderCommand(order_id, reason))
@@ -104,9 +100,7 @@ async def cancel_order(
 
 
 @router.post("/orders/{order_id}/ship", response_model=SagaCommandResult)
-async def ship_order(
-    order_id: Ident, body: ShipIn, c: ContainerDep, _: WriteScope
-) -> dict[str, str]:
+async def ship_order(order_id: Ident, body: ShipIn, c: Writer) -> dict[str, str]:
     """Record the shipment (tracking number, carrier) of a confirmed order."""
     result: dict[str, str] = await c.commands.dispatch(
         ShipOrderCommand(order_id, body.tracking_number, body.carrier)
@@ -115,7 +109,7 @@ async def ship_order(
 
 
 @router.post("/orders/{order_id}/deliver", response_model=SagaCommandResult)
-async def deliver_order(order_id: Ident, c: ContainerDep, _: WriteScope) -> dict[str, str]:
+async def deliver_order(order_id: Ident, c: Writer) -> dict[str, str]:
     """Record the delivery of a shipped order."""
     result: dict[str, str] = await c.commands.dispatch(DeliverOrderCommand(order_id))
     return result
@@ -124,14 +118,9 @@ async def deliver_order(order_id: Ident, c: ContainerDep, _: WriteScope) -> dict
 @router.get("/customers/{customer_id}/orders")
 async def customer_orders(
     customer_id: Ident,
-    c: ContainerDep,
-    _: ReadScope,
+    c: Reader,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> list[dict[str, Any]]:
     """A customer's orders, newest first."""
     rows: list[dict[str, Any]] = await c.queries.dispatch(CustomerOrdersQuery(customer_id, limit))
     return rows
-
-
-def _user(scopes: frozenset[Any]) -> str:
-    return "api:" + ",".join(sorted(str(s) for s in scopes))

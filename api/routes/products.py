@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Header
 
-from api.deps import AdminScope, ContainerDep, ReadScope
+from api.deps import Admin, Reader
 from api.errors import PROBLEM_RESPONSES
 from api.messages import InventoryQuery, ProductQuery, RegisterProductCommand, RestockCommand
 from api.models import ProductCreate, ProductOut, RestockIn, Sku
@@ -15,7 +15,7 @@ router = APIRouter(tags=["products"], responses=PROBLEM_RESPONSES)
 
 
 @router.post("/products", status_code=201, response_model=ProductOut)
-async def register_product(body: ProductCreate, c: ContainerDep, _: AdminScope) -> dict[str, Any]:
+async def register_product(body: ProductCreate, c: Admin) -> dict[str, Any]:
     """Add a SKU to the catalogue with its name and unit price."""
     product: dict[str, Any] = await c.commands.dispatch(
         RegisterProductCommand(body.sku, body.name, body.unit_price_cents, "api")
@@ -24,7 +24,7 @@ async def register_product(body: ProductCreate, c: ContainerDep, _: AdminScope) 
 
 
 @router.get("/products/{sku}", response_model=ProductOut)
-async def get_product(sku: Sku, c: ContainerDep, _: ReadScope) -> dict[str, Any]:
+async def get_product(sku: Sku, c: Reader) -> dict[str, Any]:
     """A catalogue entry with its current stock (from the event store)."""
     product: dict[str, Any] = await c.queries.dispatch(ProductQuery(sku))
     return product
@@ -34,8 +34,7 @@ async def get_product(sku: Sku, c: ContainerDep, _: ReadScope) -> dict[str, Any]
 async def restock(
     sku: Sku,
     body: RestockIn,
-    c: ContainerDep,
-    _: AdminScope,
+    c: Admin,
     idempotency_key: Annotated[
         str | None, Header(alias="Idempotency-Key", min_length=1, max_length=200)
     ] = None,
@@ -48,7 +47,7 @@ async def restock(
 
 
 @router.get("/inventory/{sku}")
-async def get_inventory(sku: Sku, c: ContainerDep, _: ReadScope) -> dict[str, Any]:
+async def get_inventory(sku: Sku, c: Reader) -> dict[str, Any]:
     """Available, reserved and sold units of a SKU (read model)."""
     level: dict[str, Any] = await c.queries.dispatch(InventoryQuery(sku))
     return level

@@ -88,7 +88,14 @@ class Settings(BaseSettings):
     payment_decline_rate: float = Field(default=0.0, ge=0, le=1)
     payment_transient_error_rate: float = Field(default=0.0, ge=0, le=1)
     # Worker: concurrency limits and graceful shutdown.
-    worker_max_concurrent_workflow_tasks: int = Field(default=100, ge=1)
+    # Why 10, not the SDK's 100: one Python process runs the workflow code. After a
+    # restart with a backlog, 100 concurrent tasks (each replaying its history and
+    # running its local activities) each took longer than the 10 s task timeout on
+    # two cores, all timed out, and no saga progressed (bench.reliability,
+    # worker_kill); at 10 each task finishes and the backlog drains.
+    worker_max_concurrent_workflow_tasks: int = Field(
+        default=10, ge=1, description="workflow tasks run at once"
+    )
     worker_max_concurrent_activities: int = Field(default=100, ge=1)
     worker_max_concurrent_local_activities: int = Field(default=100, ge=1)
     worker_workflow_task_pollers: int = Field(default=4, ge=2)

@@ -17,6 +17,7 @@ import sys
 import tempfile
 import time
 import traceback
+from dataclasses import replace
 from pathlib import Path
 
 from bench.reliability.harness import Harness, stack_for_reliability, started
@@ -72,8 +73,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="small sizes (CI)")
     parser.add_argument("--only", nargs="+", choices=sorted(SCENARIOS), help="these scenarios")
     parser.add_argument("--data-dir", type=Path, help="stack data folder (default: temporary)")
+    parser.add_argument("--orders", type=int, help="orders per scenario (default: by size)")
+    parser.add_argument(
+        "--rate", type=float, help="orders placed per second (default: by size; worker_kill ≤ 2)"
+    )
     args = parser.parse_args(argv)
     sizes = QUICK if args.quick else LONG
+    if args.orders:
+        sizes = replace(sizes, orders=args.orders)
+    if args.rate:
+        sizes = replace(sizes, rate_per_s=args.rate)
     names = args.only or list(SCENARIOS)
     with tempfile.TemporaryDirectory(prefix="sagaflow-reliability-") as tmp:
         stack = stack_for_reliability(args.data_dir or Path(tmp))

@@ -194,6 +194,14 @@ async def test_auth_requires_a_key_and_the_right_scope(stack: Stack) -> None:
         assert wrong.status_code == 401
         reader = {"X-API-Key": READER}
         assert (await anon.get("/analytics/sagas", headers=reader)).status_code == 200
+        # The order summary checks the key in its route (the hot path): same answers.
+        missing_key = await anon.get("/orders/some-order")
+        assert missing_key.status_code == 401
+        assert missing_key.json()["detail"] == "missing API key"
+        assert missing_key.headers["WWW-Authenticate"] == "ApiKey"
+        unknown_key = await anon.get("/orders/some-order", headers={"X-API-Key": "x" * 20})
+        assert unknown_key.status_code == 401
+        assert (await anon.get("/orders/some-order", headers=reader)).status_code == 404
         forbidden = await anon.post(
             "/orders", json={"customer_id": "c", "lines": []}, headers=reader
         )

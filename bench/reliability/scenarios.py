@@ -188,7 +188,6 @@ class Load:
         worker whose cache a kill emptied) took most of the 60 s being measured.
         """
         settled: set[str] = set()
-        pending: set[str] = set()
         shipped: set[str] = set()
         limit = asyncio.Semaphore(16)
 

@@ -1,4 +1,4 @@
-"""The worker process: runs the order saga and its activities on one task queue.
+"""The worker process: runs every registered saga type and its activities on one task queue.
 
 ``build_worker`` wires the activities with their dependencies (the only place that
 does); ``run_worker`` connects, runs until SIGTERM/SIGINT and shuts down gracefully:
@@ -21,15 +21,14 @@ from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from activities._support import FaultInjector
-from activities.inventory import InventoryActivities
-from activities.notification import LoggingNotifier, NotificationActivities, Notifier
-from activities.order import OrderActivities
-from activities.payment import PaymentActivities, PaymentProvider, SimulatedPaymentProvider
-from activities.saga_journal import SagaJournalActivities
+from activities.notification import LoggingNotifier, Notifier
+from activities.payment import PaymentProvider
+from activities.wiring import ActivityDeps, build_all
 from eventstore import EventStore
 from sagaflow.clients import connect_temporal
 from sagaflow.settings import Settings, SettingsError
-from workflows.order_saga import OrderSagaWorkflow
+from workflows.definition import SagaDefinitionError
+from workflows.registry import SagaRegistry, default_registry
 
 log = logging.getLogger("sagaflow.worker")
 
@@ -40,33 +39,17 @@ def build_activities(
     *,
     provider: PaymentProvider | None = None,
     notifier: Notifier | None = None,
+    registry: SagaRegistry | None = None,
 ) -> list[Callable[..., Any]]:
-    """Every activity of the order saga, bound to its dependencies."""
-    faults = FaultInjector(settings.fault_commit_then_fail)
-    provider = provider or SimulatedPaymentProvider(
-        latency_ms=settings.payment_latency_ms,
-        decline_rate=settings.payment_decline_rate,
-        transient_error_rate=settings.payment_transient_error_rate,
+    """Every activity of every registered saga type, bound to its dependencies."""
+    deps = ActivityDeps(
+        settings,
+        store,
+        provider=provider,
+        notifier=notifier or LoggingNotifier(),
+        faults=FaultInjector(settings.fault_commit_then_fail),
     )
-    snap = settings.snapshot_every
-    inventory = InventoryActivities(store, snapshot_every=snap, faults=faults)
-    payment = PaymentActivities(store, provider, snapshot_every=snap, faults=faults)
-    order = OrderActivities(store, snapshot_every=snap, faults=faults)
-    notification = NotificationActivities(store, notifier or LoggingNotifier())
-    journal = SagaJournalActivities(store)
-    return [
-        inventory.reserve_stock,
-        inventory.release_stock,
-        inventory.sell_stock,
-        payment.charge_payment,
-        payment.refund_payment,
-        order.create_order,
-        order.cancel_order,
-        order.ship_order,
-        order.deliver_order,
-        notification.send_confirmation,
-        journal.record_saga_events,
-    ]
+    return build_all(registry or default_registry(), deps)
 
 
 def workflow_runner() -> SandboxedWorkflowRunner:
@@ -91,14 +74,23 @@ def build_worker(
     task_queue: str | None = None,
     provider: PaymentProvider | None = None,
     notifier: Notifier | None = None,
-    workflows: Sequence[type] = (OrderSagaWorkflow,),
+    workflows: Sequence[type] | None = None,
+    registry: SagaRegistry | None = None,
 ) -> Worker:
-    """A worker for the order saga with the concurrency limits from settings."""
+    """A worker for every registered saga type, with the concurrency limits from settings.
+
+    Raises SagaDefinitionError (naming the type and step) when a definition breaks
+    the step-kind rules: refused before anything polls.
+    """
+    registry = registry or default_registry()
+    registry.validate()
     return Worker(
         client,
         task_queue=task_queue or settings.task_queue,
-        workflows=list(workflows),
-        activities=build_activities(settings, store, provider=provider, notifier=notifier),
+        workflows=list(workflows) if workflows is not None else registry.workflows,
+        activities=build_activities(
+            settings, store, provider=provider, notifier=notifier, registry=registry
+        ),
         workflow_runner=workflow_runner(),
         max_concurrent_workflow_tasks=settings.worker_max_concurrent_workflow_tasks,
         max_concurrent_activities=settings.worker_max_concurrent_activities,
@@ -130,7 +122,10 @@ async def run_worker(settings: Settings) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     try:
-        worker = build_worker(client, settings, store)
+        try:
+            worker = build_worker(client, settings, store)
+        except SagaDefinitionError as exc:
+            raise SettingsError(f"saga definitions: {exc}") from None
         # Why: the modules, the sandbox and the clients live as long as the process;
         # frozen, full collections stop re-scanning them (a 100+ ms pause each in
         # the API before the same change there).

@@ -6,13 +6,17 @@ from temporalio import activity
 
 from domain.events import DomainEvent
 from domain.saga_events import (
+    CompensationEscalated,
     CompensationParked,
     CompensationResolved,
     CompensationRetried,
+    CompensationSkipped,
     SagaCompensated,
     SagaCompleted,
     SagaStarted,
+    SagaStatusChanged,
     SagaStepCompleted,
+    StepParked,
     saga_stream,
 )
 from eventstore import ANY_VERSION, EventStore, NewEvent, deterministic_event_id
@@ -24,21 +28,43 @@ def saga_event(record: SagaRecord) -> DomainEvent:
     sid = record.saga_id
     match record.kind:
         case "SagaStarted":
-            return SagaStarted(saga_id=sid, saga_type=record.saga_type, order_id=record.order_id)
+            return SagaStarted(
+                saga_id=sid, saga_type=record.saga_type, order_id=record.order_id, keys=record.keys
+            )
         case "SagaStepCompleted":
             return SagaStepCompleted(saga_id=sid, step=record.step)
         case "SagaCompleted":
-            return SagaCompleted(saga_id=sid)
+            return SagaCompleted(saga_id=sid, status=record.status)
+        case "SagaStatusChanged":
+            return SagaStatusChanged(saga_id=sid, status=record.status, step=record.step)
         case "SagaCompensated":
             return SagaCompensated(
                 saga_id=sid, reason=record.reason, compensated_steps=list(record.steps)
             )
         case "CompensationParked":
             return CompensationParked(saga_id=sid, step=record.step, error=record.reason)
+        case "StepParked":
+            return StepParked(saga_id=sid, step=record.step, error=record.reason)
         case "CompensationRetried":
-            return CompensationRetried(saga_id=sid, step=record.step)
+            return CompensationRetried(
+                saga_id=sid, step=record.step, operator=record.operator, note=record.note
+            )
         case "CompensationResolved":
-            return CompensationResolved(saga_id=sid, step=record.step, resolution=record.reason)
+            return CompensationResolved(
+                saga_id=sid,
+                step=record.step,
+                resolution=record.reason,
+                operator=record.operator,
+                note=record.note,
+            )
+        case "CompensationSkipped":
+            return CompensationSkipped(
+                saga_id=sid, step=record.step, operator=record.operator, note=record.note
+            )
+        case "CompensationEscalated":
+            return CompensationEscalated(
+                saga_id=sid, step=record.step, parked_for_s=float(record.reason or 0)
+            )
     raise ValueError(f"unknown saga record kind {record.kind!r}")
 
 
@@ -62,7 +88,7 @@ class SagaJournalActivities:
                 metadata={
                     "correlation_id": saga_id,
                     "causation_id": f"{info.workflow_id}/journal/{record.seq}",
-                    "user_id": "",
+                    "user_id": record.operator,
                     "workflow_id": info.workflow_id,
                     "activity_id": info.activity_id,
                 },

@@ -20,11 +20,13 @@ def notification_stream(order_id: str) -> str:
 
 
 class SagaStarted(DomainEvent):
-    """A saga began (the order saga's saga id is the order id)."""
+    """A saga began (the order saga's saga id is the order id); ``keys`` are its
+    declared business keys (customer, order...) as text."""
 
     saga_id: str
     saga_type: str
     order_id: str | None = None
+    keys: dict[str, str] = {}
 
 
 class SagaStepCompleted(DomainEvent):
@@ -35,9 +37,11 @@ class SagaStepCompleted(DomainEvent):
 
 
 class SagaCompleted(DomainEvent):
-    """Every step succeeded (for the order saga: up to the confirmation)."""
+    """Every step succeeded (for the order saga: up to the confirmation); ``status``
+    is what the saga is now (``completed``, or e.g. ``awaiting_shipment``)."""
 
     saga_id: str
+    status: str = ""
 
 
 class SagaCompensated(DomainEvent):
@@ -57,10 +61,12 @@ class CompensationParked(DomainEvent):
 
 
 class CompensationRetried(DomainEvent):
-    """An operator asked to retry a parked compensation."""
+    """An operator asked to retry a parked compensation (or parked forward step)."""
 
     saga_id: str
     step: str
+    operator: str = ""
+    note: str = ""
 
 
 class CompensationResolved(DomainEvent):
@@ -69,6 +75,42 @@ class CompensationResolved(DomainEvent):
     saga_id: str
     step: str
     resolution: str
+    operator: str = ""
+    note: str = ""
+
+
+class CompensationSkipped(DomainEvent):
+    """An operator gave up a parked compensation: it is *not* done (a known loss)."""
+
+    saga_id: str
+    step: str
+    operator: str
+    note: str
+
+
+class CompensationEscalated(DomainEvent):
+    """A compensation stayed parked longer than the escalation bound (recorded once)."""
+
+    saga_id: str
+    step: str
+    parked_for_s: float
+
+
+class StepParked(DomainEvent):
+    """A retriable step after the pivot failed for good; it waits for an operator
+    (retry or skip), never compensating across the pivot."""
+
+    saga_id: str
+    step: str
+    error: str
+
+
+class SagaStatusChanged(DomainEvent):
+    """The saga moved to another status of its own flow (shipped, delivered...)."""
+
+    saga_id: str
+    status: str
+    step: str = ""
 
 
 class ConfirmationSent(DomainEvent):

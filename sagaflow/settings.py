@@ -83,6 +83,16 @@ class Settings(BaseSettings):
     activity_retry_max_attempts: int = Field(default=8, ge=1)
     compensation_retry_max_attempts: int = Field(default=5, ge=1)
     notification_retry_max_attempts: int = Field(default=10, ge=1)
+    # Saga engine (every saga type): frozen into each new saga's memo at start.
+    saga_search_attributes: bool = Field(
+        default=True,
+        description="upsert SagaStatus/SagaStep/business keys (registered on the server)",
+    )
+    saga_escalate_after_s: float = Field(
+        default=3600.0,
+        ge=0,
+        description="parked longer than this: CompensationEscalated (0 = never)",
+    )
     # Payment simulator (the built-in PaymentProvider): decisions hash the order id.
     payment_latency_ms: float = Field(default=0.0, ge=0)
     payment_decline_rate: float = Field(default=0.0, ge=0, le=1)

@@ -6,8 +6,9 @@ as arguments: no connections at import time.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal, TypeVar, cast
 
 from temporalio.client import (
     Client,
@@ -24,24 +25,35 @@ from domain.commands import PlaceOrder, RegisterProduct, Restock, validate_place
 from domain.errors import InvalidCommand
 from eventstore import EventStore
 from sagaflow.settings import Settings
+from workflows.definition import SagaDefinition
+from workflows.engine import ENGINE_MEMO
 from workflows.models import (
     CANCEL,
     DELIVER,
     OUTCOME,
+    PLAN_QUERY,
     RESOLVE_COMPENSATION,
     RETRY_COMPENSATION,
     SHIP,
+    SKIP_COMPENSATION,
+    STATUS_QUERY,
     CancelRequest,
     CompensationDecision,
+    EngineOptions,
     LineInput,
     OrderSagaInput,
     OrderSagaResult,
     RetryKnobs,
     SagaOptions,
+    SagaPlan,
     SagaStatus,
     ShipRequest,
 )
-from workflows.order_saga import OrderSagaWorkflow
+from workflows.order_saga import ORDER, OrderSagaWorkflow
+from workflows.registry import SagaType
+from workflows.visibility import start_attributes
+
+T = TypeVar("T")
 
 __all__ = [
     "InvalidCommand",
@@ -147,6 +159,7 @@ async def start_order(
             # queue, the first workflow task comes back in the start response (one
             # round trip less); otherwise the server ignores the request.
             request_eager_start=True,
+            **start_options(ORDER, saga_input, settings),
         )
     except WorkflowAlreadyStartedError:
         return client.get_workflow_handle_for(OrderSagaWorkflow.run, cmd.order_id)
@@ -235,3 +248,142 @@ async def products(store: EventStore, skus: Sequence[str]) -> list[Product]:
     catalogue = Catalogue(store)
     found = [await catalogue.product(sku) for sku in skus]
     return [p for p in found if p is not None]
+
+
+# --- every saga type: start, steer and inspect through the engine's handlers -------
+
+
+class SagaNotFound(LookupError):
+    """No saga runs or ran under this id."""
+
+    def __init__(self, saga_id: str) -> None:
+        self.saga_id = saga_id
+        super().__init__(f"saga {saga_id} does not exist")
+
+
+class SagaRequestRefused(Exception):
+    """The saga refused a request (wrong state, nothing parked...); nothing changed."""
+
+
+def engine_options(settings: Settings) -> EngineOptions:
+    """The engine knobs from settings, frozen into each new saga's memo."""
+    return EngineOptions(
+        search_attributes=settings.saga_search_attributes,
+        escalate_after_s=settings.saga_escalate_after_s,
+    )
+
+
+def start_options(
+    definition: SagaDefinition, saga_input: Any, settings: Settings
+) -> dict[str, Any]:
+    """``start_workflow`` keyword arguments every saga gets: the engine memo, the
+    initial search attributes, and a static summary for the Temporal UI's list."""
+    options: dict[str, Any] = {
+        "memo": {ENGINE_MEMO: dataclasses.asdict(engine_options(settings))},
+        "static_summary": (
+            definition.summary(saga_input) if definition.summary else definition.name
+        ),
+        "static_details": definition.description or definition.name,
+    }
+    if settings.saga_search_attributes:
+        options["search_attributes"] = start_attributes(definition, saga_input)
+    return options
+
+
+async def start_saga(
+    client: Client,
+    settings: Settings,
+    saga_type: SagaType,
+    saga_input: Any,
+    *,
+    saga_id: str,
+    task_queue: str | None = None,
+) -> WorkflowHandle[Any, Any]:
+    """Start a saga of ``saga_type`` (workflow id = ``saga_id``); idempotent like
+    ``start_order``: an id that already has a saga returns that saga's handle."""
+    try:
+        return await client.start_workflow(
+            saga_type.name,
+            saga_input,
+            id=saga_id,
+            task_queue=task_queue or settings.task_queue,
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+            request_eager_start=True,
+            **start_options(saga_type.definition, saga_input, settings),
+        )
+    except WorkflowAlreadyStartedError:
+        return client.get_workflow_handle(saga_id)
+
+
+async def saga_status(client: Client, saga_id: str) -> SagaStatus:
+    """The status query of any saga type (works on finished sagas too)."""
+    return await _query(client, saga_id, STATUS_QUERY, SagaStatus)
+
+
+async def saga_plan(client: Client, saga_id: str) -> SagaPlan:
+    """The plan query: the compensation a cancel or failure would run now."""
+    return await _query(client, saga_id, PLAN_QUERY, SagaPlan)
+
+
+async def saga_type_of(client: Client, saga_id: str) -> str:
+    """The workflow type of a saga (raises SagaNotFound)."""
+    try:
+        desc = await client.get_workflow_handle(saga_id).describe()
+    except RPCError as err:
+        if err.status == RPCStatusCode.NOT_FOUND:
+            raise SagaNotFound(saga_id) from None
+        raise
+    return desc.workflow_type
+
+
+async def _query(client: Client, saga_id: str, name: str, result_type: type[T]) -> T:
+    try:
+        result = await client.get_workflow_handle(saga_id).query(name, result_type=result_type)
+    except RPCError as err:
+        if err.status == RPCStatusCode.NOT_FOUND:
+            raise SagaNotFound(saga_id) from None
+        raise
+    except WorkflowQueryFailedError as err:
+        raise SagaRequestRefused(str(err)) from None
+    return cast(T, result)
+
+
+async def saga_update(client: Client, saga_id: str, name: str, *args: Any) -> str:
+    """Run one of the engine's updates (cancel, retry/resolve/skip a parked step)."""
+    handle = client.get_workflow_handle(saga_id)
+    try:
+        return str(await handle.execute_update(name, args=list(args), result_type=str))
+    except WorkflowUpdateFailedError as err:
+        cause = err.cause
+        message = cause.message if isinstance(cause, ApplicationError) else str(cause or err)
+        raise SagaRequestRefused(message) from None
+    except RPCError as err:
+        if err.status != RPCStatusCode.NOT_FOUND:
+            raise
+        status = await saga_status(client, saga_id)
+        raise SagaRequestRefused(
+            f"saga {saga_id} is {status.status}: cannot {name} (the saga has finished)"
+        ) from None
+
+
+Decision = Literal["retry", "resolve", "skip"]
+_DECISIONS: dict[str, str] = {
+    "retry": RETRY_COMPENSATION,
+    "resolve": RESOLVE_COMPENSATION,
+    "skip": SKIP_COMPENSATION,
+}
+
+
+async def decide_compensation(
+    client: Client, saga_id: str, step: str, decision: Decision, *, note: str, operator: str
+) -> str:
+    """An operator's decision on a parked step, recorded with who and why."""
+    return await saga_update(
+        client, saga_id, _DECISIONS[decision], CompensationDecision(step, note, operator)
+    )
+
+
+async def cancel_saga(client: Client, saga_id: str, reason: str) -> str:
+    """Cancel any saga type; returns "compensated" (or "compensation_parked")."""
+    return await saga_update(client, saga_id, CANCEL, CancelRequest(reason))

@@ -7,6 +7,7 @@ the activities, the worker and the starter all import from here.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 TASK_QUEUE = "sagaflow-orders"
 """Default task queue of the order saga (``Settings.task_queue`` overrides it)."""
@@ -20,7 +21,9 @@ DELIVER = "deliver"
 CANCEL = "cancel"
 RETRY_COMPENSATION = "retry_compensation"
 RESOLVE_COMPENSATION = "resolve_compensation"
+SKIP_COMPENSATION = "skip_compensation"
 STATUS_QUERY = "status"
+PLAN_QUERY = "plan"
 OUTCOME = "outcome"
 """Update that waits for the saga's outcome (confirmed or compensated); never refused."""
 
@@ -221,7 +224,9 @@ class SagaRecord:
     """One saga event to append to ``saga-<saga_id>``.
 
     ``kind`` is the event class name (SagaStarted, SagaStepCompleted, SagaCompleted,
-    SagaCompensated, CompensationParked, CompensationRetried, CompensationResolved);
+    SagaCompensated, CompensationParked, CompensationRetried, CompensationResolved,
+    CompensationSkipped, CompensationEscalated, StepParked, SagaStatusChanged);
+    ``operator`` and ``note`` say who decided an operator action and why;
     ``seq`` makes the event id unique within the saga (a retried append is a no-op).
     """
 
@@ -233,6 +238,10 @@ class SagaRecord:
     reason: str = ""
     steps: list[str] = field(default_factory=list)
     order_id: str | None = None
+    operator: str = ""
+    note: str = ""
+    status: str = ""
+    keys: dict[str, str] = field(default_factory=dict)
 
 
 # --- updates and query -------------------------------------------------------------
@@ -255,17 +264,21 @@ class CancelRequest:
 
 @dataclass(frozen=True)
 class CompensationDecision:
-    """Payload of ``retry_compensation`` / ``resolve_compensation`` (step as in the log)."""
+    """Payload of ``retry_compensation`` / ``resolve_compensation`` / ``skip_compensation``
+    (step as in the log; ``operator`` is the caller's identity, recorded in the event)."""
 
     step: str
     note: str = ""
+    operator: str = ""
 
 
 @dataclass
 class CompensationEntry:
     """One compensation in the saga's log, as shown by the query.
 
-    ``status``: pending, running, done, failed (will park), parked, retrying, resolved.
+    ``status``: pending, running, done, parked, retrying, resolved, skipped.
+    ``phase`` is ``compensation`` (undoing a step) or ``forward`` (a retriable step
+    after the pivot that an operator must unblock).
     """
 
     step: str
@@ -274,11 +287,61 @@ class CompensationEntry:
     error: str = ""
     attempts: int = 0
     note: str = ""
+    operator: str = ""
+    phase: str = "compensation"
+    parked_at: str = ""
+    escalated: bool = False
+
+
+@dataclass
+class StepState:
+    """One step instance and its outcome so far.
+
+    ``outcome``: not_started, in_flight, committed, unknown (failed after a possible
+    commit: timed out or crashed), rejected (a business refusal), compensating,
+    compensated, parked, resolved, skipped.
+    """
+
+    step: str
+    kind: str
+    outcome: str = "not_started"
+    compensation: str = ""
+    error: str = ""
+
+
+@dataclass
+class SagaPlan:
+    """What the ``plan`` query returns: the compensation a cancel or failure would run now.
+
+    ``compensation`` lists the groups in the order they would run; the steps of one
+    group run in parallel. Empty once the pivot committed (the saga only goes forward).
+    """
+
+    saga_id: str
+    saga_type: str
+    status: str
+    pivot_committed: bool
+    compensation: list[list[str]] = field(default_factory=list)
+    steps: list[StepState] = field(default_factory=list)
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    """Engine knobs frozen at start (in the workflow memo, so replays see the same).
+
+    ``search_attributes``: upsert SagaStatus/SagaStep/business keys as the saga moves
+    (needs them registered on the server); ``escalate_after_s``: a compensation parked
+    longer than this records CompensationEscalated, once (0 = never).
+    """
+
+    search_attributes: bool = False
+    escalate_after_s: float = 3600.0
 
 
 @dataclass
 class SagaStatus:
-    """What the ``status`` query returns."""
+    """What the ``status`` query returns (the order fields stay empty for other types)."""
 
     saga_id: str
     status: str
@@ -286,6 +349,10 @@ class SagaStatus:
     completed_steps: list[str] = field(default_factory=list)
     compensation_log: list[CompensationEntry] = field(default_factory=list)
     failure: str = ""
+    saga_type: str = ""
+    pivot_committed: bool = False
+    steps: list[StepState] = field(default_factory=list)
+    keys: dict[str, str] = field(default_factory=dict)
     total_cents: int = 0
     tracking_number: str = ""
     carrier: str = ""
@@ -305,3 +372,14 @@ class OrderSagaResult:
     status: str
     reason: str = ""
     compensated_steps: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class SagaResult:
+    """The result of a linear saga: completed, or compensated with the reason."""
+
+    saga_id: str
+    status: str
+    reason: str = ""
+    compensated_steps: list[str] = field(default_factory=list)
+    results: dict[str, Any] = field(default_factory=dict)

@@ -1,13 +1,14 @@
-"""A reusable saga for Temporal workflows: steps with typed compensations.
+"""The saga runner: steps with typed compensations and kinds, run inside a workflow.
 
-Usage inside a workflow::
+One :class:`Saga` per workflow run, built from the saga type's
+:class:`~workflows.definition.SagaDefinition`::
 
-    saga = Saga("order-1", "OrderSaga", journal=record)
+    saga = Saga(ORDER, "order-1", journal=record)
     await saga.start()
     reserved = await saga.run_step(
-        "reserve:A", InventoryActivities.reserve_stock, ReserveStock(...),
+        "reserve:A", InventoryPort.reserve_stock, ReserveStock(...),
         options=step_options,
-        compensation=InventoryActivities.release_stock,
+        compensation=InventoryPort.release_stock,
         compensation_arg=ReleaseStock(...),
     )
     ...
@@ -15,15 +16,19 @@ Usage inside a workflow::
 
 Rules it enforces:
 
-* a step's compensation is a reference to an activity method (never a string) and
-  is registered *just before* the step runs: an action whose outcome is unknown
-  (it timed out after committing) is still undone; compensations are idempotent
-  and a no-op when their action never happened;
+* a step's compensation is a reference to an activity (never a string) and is
+  registered *just before* the step runs: an action whose outcome is unknown (it
+  timed out after committing) is still undone; compensations are idempotent and a
+  no-op when their action never happened;
+* step kinds: a compensatable step may not run once the pivot committed; a
+  retriable step may not run before it; after the pivot, ``compensate`` refuses and
+  a failing retriable step is retried, then *parked* for an operator, never undone;
 * on failure the registered compensations run in reverse order; consecutive ones
-  declared ``parallel=True`` run together;
+  declared ``parallel=True`` run together (``plan`` shows exactly these groups);
 * a compensation that still fails after its retry policy is *parked*: recorded in
-  the journal and the log, then the saga waits for ``decide(step, "retry"|"resolve")``
-  (wired to workflow updates) -- it is never dropped.
+  the journal, then the saga waits for ``decide(step, "retry"|"resolve"|"skip")``
+  (wired to workflow updates) -- it is never dropped; one parked longer than the
+  escalation bound records CompensationEscalated once.
 
 No I/O here: everything runs in the workflow sandbox and must be deterministic.
 """
@@ -32,7 +37,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any, Literal, TypeVar
 
@@ -40,28 +45,78 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError, FailureError
 
-from workflows.models import CompensationEntry, RetryKnobs, SagaRecord
+from workflows.definition import (
+    COMPENSATABLE,
+    PIVOT,
+    RETRIABLE,
+    SagaDefinition,
+    SagaDefinitionError,
+    StepOptions,
+    activity_name,
+)
+from workflows.models import (
+    CompensationEntry,
+    EngineOptions,
+    RetryKnobs,
+    SagaPlan,
+    SagaRecord,
+    StepState,
+)
+from workflows.visibility import search_updates
+
+__all__ = [
+    "DONE",
+    "PARKED",
+    "RESOLVED",
+    "SKIPPED",
+    "Decision",
+    "Saga",
+    "SagaAborted",
+    "StepOptions",
+    "describe_failure",
+    "execute",
+    "failure_type",
+    "retry_policy",
+]
 
 ArgT = TypeVar("ArgT")
 ResT = TypeVar("ResT")
 
-ActivityMethod = Callable[[Any, ArgT], Awaitable[ResT]]
-"""An activity defined as a method (``InventoryActivities.reserve_stock``)."""
+ActivityMethod = Callable[..., Awaitable[Any]]
+"""An activity defined as a function or method (``InventoryPort.reserve_stock``)."""
 
 Journal = Callable[[list[SagaRecord]], Awaitable[None]]
 """Appends saga events in one go (the workflow wires it to an activity)."""
 
-Decision = Literal["retry", "resolve"]
+Decision = Literal["retry", "resolve", "skip"]
+
+ENGINE_PATCH = "sagaflow-engine-1"
+"""Patch id of the engine's additions (search attributes, escalation, status events).
+
+Why a patch: sagas started before the engine have histories without these commands;
+``workflow.patched`` returns False when replaying them, so they replay unchanged."""
 
 # Compensation log states the query shows (see CompensationEntry).
-PENDING, RUNNING, DONE, PARKED, RETRYING, RESOLVED = (
+PENDING, RUNNING, DONE, PARKED, RETRYING, RESOLVED, SKIPPED = (
     "pending",
     "running",
     "done",
     "parked",
     "retrying",
     "resolved",
+    "skipped",
 )
+
+# Saga statuses the engine itself sets; flows add their own (awaiting_shipment...).
+STATUS_RUNNING = "running"
+STATUS_COMPLETED = "completed"
+STATUS_COMPENSATING = "compensating"
+STATUS_COMPENSATED = "compensated"
+STATUS_PARKED = "compensation_parked"
+
+
+class SagaAborted(Exception):
+    """Raised inside the workflow to leave the forward path and compensate."""
 
 
 def retry_policy(knobs: RetryKnobs) -> RetryPolicy:
@@ -78,38 +133,29 @@ def retry_policy(knobs: RetryKnobs) -> RetryPolicy:
     )
 
 
-@dataclass(frozen=True)
-class StepOptions:
-    """How one activity is executed: timeout, retries, local or regular activity.
-
-    ``local=True`` runs it as a local activity (in the worker that runs the workflow
-    task, result recorded as a marker): right for short, idempotent event-store
-    writes; wrong for slow external calls that need heartbeats or their own queue.
-    """
-
-    retry: RetryKnobs = field(default_factory=RetryKnobs)
-    start_to_close_s: float = 10.0
-    local: bool = False
-
-
-async def execute(fn: ActivityMethod[ArgT, ResT], arg: ArgT, options: StepOptions) -> ResT:
-    """Run an activity method as a local or a regular activity."""
+async def execute(fn: ActivityMethod, arg: Any, options: StepOptions) -> Any:
+    """Run an activity as a local or a regular activity."""
     timeout = timedelta(seconds=options.start_to_close_s)
     policy = retry_policy(options.retry)
     if options.local:
-        return await workflow.execute_local_activity_method(
+        return await workflow.execute_local_activity(
             fn, arg, start_to_close_timeout=timeout, retry_policy=policy
         )
-    return await workflow.execute_activity_method(
+    return await workflow.execute_activity(
         fn, arg, start_to_close_timeout=timeout, retry_policy=policy
     )
 
 
-def describe_failure(err: BaseException) -> str:
-    """``Type: message`` of the root business cause, for logs, events and queries."""
-    cause: BaseException | None = err
+def _root(err: BaseException) -> BaseException:
+    cause: BaseException = err
     while isinstance(cause, ActivityError) and cause.cause is not None:
         cause = cause.cause
+    return cause
+
+
+def describe_failure(err: BaseException) -> str:
+    """``Type: message`` of the root business cause, for logs, events and queries."""
+    cause = _root(err)
     if isinstance(cause, ApplicationError):
         return f"{cause.type or 'Error'}: {cause.message}"
     if isinstance(cause, FailureError):
@@ -119,20 +165,41 @@ def describe_failure(err: BaseException) -> str:
 
 def failure_type(err: BaseException) -> str:
     """The ApplicationError type of the root cause ("" for timeouts and the like)."""
-    cause: BaseException | None = err
-    while isinstance(cause, ActivityError) and cause.cause is not None:
-        cause = cause.cause
+    cause = _root(err)
     return (cause.type or "") if isinstance(cause, ApplicationError) else ""
+
+
+def is_rejection(err: BaseException) -> bool:
+    """A business refusal (non-retryable ApplicationError): the step did not happen.
+
+    Anything else (timeout, crash, retries exhausted) leaves the outcome unknown: the
+    step may have committed before it failed.
+    """
+    cause = _root(err)
+    return isinstance(cause, ApplicationError) and cause.non_retryable
 
 
 @dataclass
 class _Compensation:
     step: str
-    fn: ActivityMethod[Any, Any]
+    fn: ActivityMethod
     arg: Any
     options: StepOptions
     parallel: bool
     entry: CompensationEntry
+
+
+def compensation_groups(stack: list[_Compensation]) -> list[list[_Compensation]]:
+    """The registered compensations in the order they run: reversed, parallel runs
+    grouped. Shared by ``compensate`` and ``plan`` so the preview is what runs."""
+    pending = list(reversed(stack))
+    groups: list[list[_Compensation]] = []
+    while pending:
+        group = [pending.pop(0)]
+        while group[0].parallel and pending and pending[0].parallel:
+            group.append(pending.pop(0))
+        groups.append(group)
+    return groups
 
 
 class Saga:
@@ -140,24 +207,38 @@ class Saga:
 
     def __init__(
         self,
+        definition: SagaDefinition,
         saga_id: str,
-        saga_type: str,
         *,
         journal: Journal,
         order_id: str | None = None,
+        keys: dict[str, str] | None = None,
+        options: EngineOptions | None = None,
     ) -> None:
+        self.definition = definition
         self.saga_id = saga_id
-        self.saga_type = saga_type
+        self.saga_type = definition.name
         self.order_id = order_id
+        self.keys = dict(keys or {})
+        self.options = options or EngineOptions()
         self.current_step = ""
         self.completed_steps: list[str] = []
         self.compensation_log: list[CompensationEntry] = []
+        self.steps: dict[str, StepState] = {}
         self.compensating = False
+        self.pivot_committed = False
+        self.status = STATUS_RUNNING
+        self.failure = ""
+        self.cancel_reason: str | None = None
+        #: whether this run has the engine's additions (False when replaying older runs)
+        self.engine_features = False
         self._journal = journal
         self._seq = 0
         self._stack: list[_Compensation] = []
-        self._decisions: dict[str, tuple[Decision, str]] = {}
+        self._running_groups: list[list[_Compensation]] = []
+        self._decisions: dict[str, tuple[Decision, str, str]] = {}
         self._buffer: list[SagaRecord] = []
+        self._upserted: dict[str, Any] = {}
 
     # --- forward ----------------------------------------------------------------
 
@@ -168,57 +249,144 @@ class Saga:
         id (workflow id, "journal", 1) to hand out a consistency token at once; one
         of the two appends is then a no-op, never a partial-duplicate conflict.
         """
-        await self._record("SagaStarted")
+        # Why here, before the first command: the patch marker must sit at the same
+        # place in every new history; old histories have no marker and replay the
+        # pre-engine command sequence.
+        self.engine_features = workflow.patched(ENGINE_PATCH)
+        await self._record("SagaStarted", keys=self.keys)
 
     async def run_step(
         self,
         name: str,
-        action: ActivityMethod[ArgT, ResT],
-        arg: ArgT,
+        action: ActivityMethod,
+        arg: Any,
         *,
-        options: StepOptions,
-        compensation: ActivityMethod[Any, Any] | None = None,
+        options: StepOptions | None = None,
+        compensation: ActivityMethod | None = None,
         compensation_arg: Any = None,
         compensation_options: StepOptions | None = None,
-        parallel: bool = False,
-    ) -> ResT:
-        """Register the step's compensation, then run its action; record completion.
+        parallel: bool | None = None,
+    ) -> Any:
+        """Run one declared step by its kind; record its completion.
 
-        Raises the action's failure unchanged (a FailureError: ActivityError for a
-        regular activity; the ApplicationError or TimeoutError itself for a local
-        one): the caller decides to compensate.
+        Compensatable: register the compensation, then run the action; the action's
+        failure is raised unchanged (a FailureError) and the caller compensates.
+        Pivot: the same, and once it commits the saga only goes forward. Retriable:
+        retried; if it still fails it parks until an operator retries or skips it;
+        returns None when skipped.
         """
+        declared = self.definition.step(name)
+        where = f"saga {self.saga_type!r}, step {name!r}"
+        options = options or declared.options or StepOptions()
+        state = self.steps.setdefault(name, StepState(name, declared.kind.value))
+        if declared.kind is RETRIABLE:
+            if not self.pivot_committed and self.definition.pivot is not None:
+                raise SagaDefinitionError(f"{where}: a retriable step ran before the pivot")
+            return await self._run_retriable(name, action, arg, options, state)
+        if self.pivot_committed:
+            raise SagaDefinitionError(f"{where}: a {declared.kind} step ran after the pivot")
+        compensation = compensation or declared.compensation
+        if declared.kind is COMPENSATABLE and compensation is None:
+            raise SagaDefinitionError(f"{where}: a compensatable step needs a compensation")
         if compensation is not None:
             # Why before the action: if the action commits and then times out, its
             # outcome is unknown; the (idempotent) compensation must still run.
-            entry = CompensationEntry(step=name, activity=_activity_name(compensation))
+            entry = CompensationEntry(step=name, activity=activity_name(compensation))
+            state.compensation = entry.activity
             self._stack.append(
                 _Compensation(
                     name,
                     compensation,
                     compensation_arg,
-                    compensation_options or options,
-                    parallel,
+                    compensation_options or declared.compensation_options or options,
+                    declared.parallel if parallel is None else parallel,
                     entry,
                 )
             )
             self.compensation_log.append(entry)
         self.current_step = name
-        result = await execute(action, arg, options)
+        await self._upsert()
+        state.outcome = "in_flight"
+        try:
+            result = await execute(action, arg, options)
+        except FailureError as err:
+            state.outcome = "rejected" if is_rejection(err) else "unknown"
+            state.error = describe_failure(err)
+            raise
+        state.outcome = "committed"
         self.completed_steps.append(name)
+        if declared.kind is PIVOT:
+            self.pivot_committed = True
         # Why buffered: step completions are also visible as the steps' own events;
-        # writing them with the next saga-level record saves an append per step.
-        await self._record("SagaStepCompleted", step=name, buffer=True)
+        # writing them with the next saga-level record saves an append per step. A
+        # pivot is flushed at once: from here on the saga cannot be undone.
+        await self._record(
+            "SagaStepCompleted",
+            step=name,
+            buffer=not (self.pivot_committed and self.engine_features),
+        )
         return result
 
-    async def complete(self) -> None:
+    async def _run_retriable(
+        self, name: str, action: ActivityMethod, arg: Any, options: StepOptions, state: StepState
+    ) -> Any:
+        # Why unlimited attempts: after the pivot there is no way back; the step must
+        # eventually succeed (a non-retryable error still parks it for a person).
+        options = replace(options, retry=replace(options.retry, max_attempts=0))
+        self.current_step = name
+        await self._upsert()
+        entry: CompensationEntry | None = None
+        while True:
+            state.outcome = "in_flight"
+            try:
+                result = await execute(action, arg, options)
+            except FailureError as err:
+                state.outcome, state.error = "parked", describe_failure(err)
+                if entry is None:
+                    entry = CompensationEntry(
+                        step=name, activity=activity_name(action), phase="forward"
+                    )
+                    self.compensation_log.append(entry)
+                decision = await self._park(entry, state.error, forward=True)
+                if decision == "retry":
+                    continue
+                state.outcome = SKIPPED if decision == "skip" else RESOLVED
+                return None
+            state.outcome = "committed"
+            if entry is not None:
+                entry.status, entry.error = DONE, ""
+            self.completed_steps.append(name)
+            await self._record("SagaStepCompleted", step=name, buffer=True)
+            return result
+
+    def check_cancelled(self) -> None:
+        """Raise SagaAborted when a cancel was accepted (call between steps)."""
+        if self.cancel_reason is not None:
+            raise SagaAborted(f"cancelled: {self.cancel_reason}")
+
+    async def complete(self, status: str = STATUS_COMPLETED) -> None:
         """Record SagaCompleted: every step succeeded; compensations stay registered.
 
         Why they stay: the order saga may still be cancelled (or time out) after the
         saga proper completed, and then the same compensations undo it.
         """
         self.current_step = ""
-        await self._record("SagaCompleted")
+        self.status = status
+        await self._record("SagaCompleted", status=status if self.engine_features else "")
+
+    async def set_status(self, status: str, *, record: bool = True) -> None:
+        """Move to a status of the saga's own flow; record it (engine runs only)."""
+        if record and self.engine_features:
+            # Why record first: handlers waiting for this status answer only once the
+            # change is in the journal, so nothing of it is still in flight.
+            await self._record("SagaStatusChanged", status=status, step=self.current_step)
+        self.status = status
+        await self._upsert()
+
+    async def set_key(self, name: str, value: Any) -> None:
+        """Set a business key known only while running (e.g. the order's total)."""
+        self.keys[name] = str(value)
+        await self._upsert()
 
     # --- backward ---------------------------------------------------------------
 
@@ -226,68 +394,117 @@ class Saga:
         """Undo every registered step in reverse order; record SagaCompensated.
 
         Returns the compensated step names in the order they were undone. Parked
-        compensations block here until an operator decides; none is skipped.
+        compensations block here until an operator decides; none is skipped silently.
+        Refuses (SagaDefinitionError) once the pivot committed.
         """
+        if self.pivot_committed:
+            raise SagaDefinitionError(
+                f"saga {self.saga_type!r}: cannot compensate across the committed pivot"
+            )
         self.compensating = True
+        self.failure = reason
+        self.status = STATUS_COMPENSATING
+        await self._upsert()
         undone: list[str] = []
-        pending = list(reversed(self._stack))
+        self._running_groups = compensation_groups(self._stack)
         self._stack.clear()
-        while pending:
-            group = [pending.pop(0)]
-            while group[0].parallel and pending and pending[0].parallel:
-                group.append(pending.pop(0))
+        while self._running_groups:
+            group = self._running_groups[0]
             self.current_step = "compensate:" + ",".join(c.step for c in group)
+            await self._upsert()
             # Why gather is safe here: the SDK's event loop is deterministic and
             # gather schedules the activities in list order (asyncio.wait is not).
             await asyncio.gather(*(self._run_compensation(c) for c in group))
+            self._running_groups.pop(0)
             undone.extend(c.step for c in group)
         self.current_step = ""
         self.compensating = False
+        self.status = STATUS_COMPENSATED
         await self._record("SagaCompensated", reason=reason, steps=undone)
         return undone
 
     async def _run_compensation(self, comp: _Compensation) -> None:
         entry = comp.entry
+        state = self.steps.get(comp.step)
         was_parked = False
         while True:
             entry.status = RUNNING
             entry.attempts += 1
+            if state is not None:
+                state.outcome = "compensating"
             try:
                 await execute(comp.fn, comp.arg, comp.options)
             except FailureError as err:
                 # Retries are exhausted (or the failure was non-retryable): park it.
-                entry.error = describe_failure(err)
-                entry.status = PARKED
                 was_parked = True
-                await self._record("CompensationParked", step=comp.step, reason=entry.error)
-                await workflow.wait_condition(lambda: comp.step in self._decisions)
-                decision, note = self._decisions.pop(comp.step)
-                entry.note = note
-                if decision == "resolve":
-                    entry.status = RESOLVED
-                    await self._record(
-                        "CompensationResolved",
-                        step=comp.step,
-                        reason=f"resolved manually: {note}" if note else "resolved manually",
-                    )
-                    return
-                await self._record("CompensationRetried", step=comp.step)
-                continue
+                if state is not None:
+                    state.outcome = PARKED
+                decision = await self._park(entry, describe_failure(err), forward=False)
+                if decision == "retry":
+                    continue
+                if state is not None:
+                    state.outcome = RESOLVED if decision == "resolve" else SKIPPED
+                return
             entry.status = DONE
             entry.error = ""
+            if state is not None:
+                state.outcome = "compensated"
             if was_parked:
                 await self._record("CompensationResolved", step=comp.step, reason="retried")
             return
+
+    async def _park(self, entry: CompensationEntry, error: str, *, forward: bool) -> Decision:
+        """Park ``entry`` until an operator decides; record each decision."""
+        entry.error, entry.status = error, PARKED
+        entry.parked_at = workflow.now().isoformat()
+        status_before = self.status
+        self.status = STATUS_PARKED
+        kind = "StepParked" if forward else "CompensationParked"
+        await self._record(kind, step=entry.step, reason=error)
+        step = entry.step
+        escalate = self.options.escalate_after_s if self.engine_features else 0
+        if escalate > 0 and not entry.escalated:
+            try:
+                # A durable timer: the bound holds across worker restarts.
+                await workflow.wait_condition(
+                    lambda: step in self._decisions, timeout=timedelta(seconds=escalate)
+                )
+            except TimeoutError:
+                entry.escalated = True
+                workflow.metric_meter().create_counter(
+                    "sagaflow_compensations_escalated", "parked compensations escalated"
+                ).add(1, {"saga_type": self.saga_type})
+                await self._record("CompensationEscalated", step=step, reason=str(escalate))
+        await workflow.wait_condition(lambda: step in self._decisions)
+        decision, note, operator = self._decisions.pop(step)
+        entry.note, entry.operator = note, operator
+        if not self.parked_steps:
+            self.status = status_before if forward else STATUS_COMPENSATING
+        if decision == "retry":
+            await self._record("CompensationRetried", step=step, note=note, operator=operator)
+        elif decision == "resolve":
+            entry.status = RESOLVED
+            await self._record(
+                "CompensationResolved",
+                step=step,
+                reason=f"resolved manually: {note}" if note else "resolved manually",
+                note=note,
+                operator=operator,
+            )
+        else:
+            entry.status = SKIPPED
+            await self._record("CompensationSkipped", step=step, note=note, operator=operator)
+        return decision
 
     # --- operator decisions (wired to workflow updates) -------------------------
 
     @property
     def parked_steps(self) -> list[str]:
-        """Steps whose compensation waits for an operator."""
+        """Steps whose compensation (or forward retry) waits for an operator."""
         return [c.step for c in self.compensation_log if c.status == PARKED]
 
     def check_parked(self, step: str) -> None:
-        """Raise ApplicationError unless ``step``'s compensation is parked (validators)."""
+        """Raise ApplicationError unless ``step`` is parked (used by validators)."""
         if step not in self.parked_steps:
             parked = ", ".join(self.parked_steps) or "none"
             raise ApplicationError(
@@ -297,15 +514,68 @@ class Saga:
                 non_retryable=True,
             )
 
-    def decide(self, step: str, decision: Decision, note: str = "") -> CompensationEntry:
-        """Hand a parked compensation the operator's decision; returns its log entry."""
+    def decide(
+        self, step: str, decision: Decision, note: str = "", operator: str = ""
+    ) -> CompensationEntry:
+        """Hand a parked step the operator's decision; returns its log entry."""
         self.check_parked(step)
         entry = next(c for c in self.compensation_log if c.step == step and c.status == PARKED)
         entry.status = RETRYING if decision == "retry" else RUNNING
-        self._decisions[step] = (decision, note)
+        self._decisions[step] = (decision, note, operator)
         return entry
 
-    # --- journal ----------------------------------------------------------------
+    # --- plan -------------------------------------------------------------------
+
+    def plan(self) -> SagaPlan:
+        """The compensation a cancel or failure would run now, and every step's outcome."""
+        if self.compensating:
+            groups = [[c.step for c in g] for g in self._running_groups]
+            note = "compensating: the groups left to run"
+        elif self.pivot_committed:
+            groups = []
+            note = "the pivot committed: failures retry forward, nothing is compensated"
+        else:
+            groups = [[c.step for c in g] for g in compensation_groups(self._stack)]
+            note = "" if groups else "nothing to compensate yet"
+        return SagaPlan(
+            saga_id=self.saga_id,
+            saga_type=self.saga_type,
+            status=self.current_status,
+            pivot_committed=self.pivot_committed,
+            compensation=groups,
+            steps=self.step_states(),
+            note=note,
+        )
+
+    def step_states(self) -> list[StepState]:
+        """Every step instance run so far, then the declared steps not started yet."""
+        states = [replace(s) for s in self.steps.values()]
+        started = {s.step.split(":", 1)[0] for s in states}
+        for step in self.definition.steps:
+            if step.name not in started:
+                states.append(
+                    StepState(step.name, step.kind.value, compensation=step.compensation_name)
+                )
+        return states
+
+    @property
+    def current_status(self) -> str:
+        """The status, with ``compensation_parked`` while anything is parked."""
+        return STATUS_PARKED if self.parked_steps else self.status
+
+    # --- journal and visibility -------------------------------------------------
+
+    async def _upsert(self) -> None:
+        """Upsert the search attributes that changed (engine runs with them enabled).
+
+        Why only on change: every upsert is a command in history; unchanged values
+        would only grow it.
+        """
+        if not (self.engine_features and self.options.search_attributes):
+            return
+        updates = search_updates(self, self._upserted)
+        if updates:
+            workflow.upsert_search_attributes(updates)
 
     async def _record(
         self,
@@ -315,6 +585,10 @@ class Saga:
         reason: str = "",
         steps: list[str] | None = None,
         buffer: bool = False,
+        operator: str = "",
+        note: str = "",
+        status: str = "",
+        keys: dict[str, str] | None = None,
     ) -> None:
         self._seq += 1
         self._buffer.append(
@@ -327,13 +601,13 @@ class Saga:
                 reason=reason,
                 steps=list(steps or []),
                 order_id=self.order_id,
+                operator=operator,
+                note=note,
+                status=status,
+                keys=dict(keys or {}),
             )
         )
         if not buffer:
+            await self._upsert()
             records, self._buffer = self._buffer, []
             await self._journal(records)
-
-
-def _activity_name(fn: Callable[..., Any]) -> str:
-    defn = getattr(fn, "__temporal_activity_definition", None)
-    return str(getattr(defn, "name", None) or getattr(fn, "__name__", "activity"))

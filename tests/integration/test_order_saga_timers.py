@@ -60,7 +60,13 @@ async def test_ship_deadline_expiry_cancels_refunds_and_releases(
     env: WorkflowEnvironment, settings: Settings, pg_store: PostgresEventStore, unique: str
 ) -> None:
     await stock_catalogue(pg_store, STOCK)
-    cfg = fast_settings(settings, task_queue=f"q-{unique}", saga_ship_deadline_s=3 * DAY)
+    cfg = fast_settings(
+        settings,
+        task_queue=f"q-{unique}",
+        saga_ship_deadline_s=3 * DAY,
+        # the time-skipping server has no custom search attributes
+        saga_search_attributes=False,
+    )
     order_id = f"o-{unique}"
     cmd = PlaceOrder(order_id=order_id, customer_id="c", lines=[OrderLine(sku="A", quantity=4)])
     started = time.monotonic()
@@ -85,7 +91,13 @@ async def test_saga_waiting_days_for_shipment_completes_in_seconds(
     env: WorkflowEnvironment, settings: Settings, pg_store: PostgresEventStore, unique: str
 ) -> None:
     await stock_catalogue(pg_store, STOCK)
-    cfg = fast_settings(settings, task_queue=f"q-{unique}", saga_ship_deadline_s=7 * DAY)
+    cfg = fast_settings(
+        settings,
+        task_queue=f"q-{unique}",
+        saga_ship_deadline_s=7 * DAY,
+        # the time-skipping server has no custom search attributes
+        saga_search_attributes=False,
+    )
     order_id = f"o-{unique}"
     cmd = PlaceOrder(order_id=order_id, customer_id="c", lines=[OrderLine(sku="A", quantity=1)])
     started = time.monotonic()

@@ -12,17 +12,18 @@ import sys
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-from temporalio import activity, workflow
+from temporalio import activity
 from temporalio.client import WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
+from workflows.definition import COMPENSATABLE, SagaDefinition, Step, StepOptions
+from workflows.engine import linear_saga
 from workflows.models import (
     CancelOrder,
     CancelRequest,
@@ -40,12 +41,12 @@ from workflows.models import (
     RetryKnobs,
     SagaOptions,
     SagaRecord,
+    SagaResult,
     SellStock,
     SendConfirmation,
     ShipOrderInput,
 )
 from workflows.order_saga import OrderSagaWorkflow
-from workflows.saga import Saga, StepOptions
 
 
 def _test_server() -> str:
@@ -342,51 +343,26 @@ async def undo_three(n: int) -> None:
     UNDONE.append(f"undo_three:{n}")
 
 
-@activity.defn(name="journal")
+@activity.defn(name="record_saga_events")
 async def journal_activity(records: list[SagaRecord]) -> None:
     return None
 
 
 UNDONE: list[str] = []
 
+_FAST = StepOptions(retry=RetryKnobs(0.01, 1.0, 0.01, 1), local=True)
 
-@workflow.defn(sandboxed=False)
-class ThreeStepSaga:
-    """A saga that is not about orders: proves the helper is reusable."""
-
-    @workflow.run
-    async def run(self, n: int) -> list[str]:
-        async def journal(records: list[SagaRecord]) -> None:
-            await workflow.execute_activity(
-                journal_activity, records, start_to_close_timeout=timedelta(seconds=5)
-            )
-
-        saga = Saga(f"s-{n}", "ThreeStep", journal=journal)
-        opts = StepOptions(retry=RetryKnobs(0.01, 1.0, 0.01, 1), local=True)
-        await saga.start()
-        try:
-            for action, undo in (
-                (step_one, undo_one),
-                (step_two, undo_two),
-                (step_three, undo_three),
-            ):
-                await saga.run_step(
-                    action.__name__, _as_method(action), n, options=opts,
-                    compensation=_as_method(undo), compensation_arg=n,
-                )  # fmt: skip
-        except Exception as err:
-            return await saga.compensate(str(err))
-        return []
-
-
-def _as_method(fn: Any) -> Any:
-    """Adapt a function activity to the helper's (self, arg) signature for this test."""
-
-    async def method(_self: Any, arg: Any) -> Any:
-        return await fn(arg)
-
-    method.__temporal_activity_definition = fn.__temporal_activity_definition  # type: ignore[attr-defined]
-    return method
+THREE_STEP = SagaDefinition(
+    name="ThreeStep",
+    input=int,
+    result=SagaResult,
+    steps=tuple(
+        Step(action.__name__, COMPENSATABLE, action, undo, options=_FAST)
+        for action, undo in ((step_one, undo_one), (step_two, undo_two), (step_three, undo_three))
+    ),
+)
+ThreeStepSaga = linear_saga(THREE_STEP, "ThreeStepSaga")
+"""A linear saga that is not about orders: proves the engine is reusable."""
 
 
 async def test_helper_compensates_every_registered_step_in_reverse_order(
@@ -401,9 +377,12 @@ async def test_helper_compensates_every_registered_step_in_reverse_order(
         workflows=[ThreeStepSaga],
         activities=[*activities, journal_activity],
     ):
-        undone = await env.client.execute_workflow(
-            ThreeStepSaga.run, 7, id=f"s-{uuid.uuid4().hex[:8]}", task_queue=queue
-        )
+        result = await env.client.execute_workflow(
+            "ThreeStep", 7, id=f"s-{uuid.uuid4().hex[:8]}", task_queue=queue,
+            result_type=SagaResult,
+        )  # fmt: skip
+    undone = result.compensated_steps
+    assert result.status == "compensated"
     # The failed step's compensation was registered before it ran, so it runs too
     # (it must be a no-op when the step did nothing).
     assert undone == ["step_three", "step_two", "step_one"]

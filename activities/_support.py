@@ -3,18 +3,23 @@ fault injection."""
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any
 
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from domain.errors import DomainError, InsufficientStock
-from eventstore import ConcurrencyError
+from eventstore.repository import on_conflict_retry
 from workflows.models import COMMAND_REFUSED, OUT_OF_STOCK, StepContext
 
-T = TypeVar("T")
+__all__ = [
+    "CommitThenFail",
+    "FaultInjector",
+    "business_failure",
+    "event_metadata",
+    "id_prefix",
+    "on_conflict_retry",
+]
 
 
 def event_metadata(ctx: StepContext) -> dict[str, Any]:
@@ -42,23 +47,6 @@ def business_failure(err: DomainError) -> ApplicationError:
     """
     error_type = OUT_OF_STOCK if isinstance(err, InsufficientStock) else COMMAND_REFUSED
     return ApplicationError(str(err), type=error_type, non_retryable=True)
-
-
-async def on_conflict_retry(
-    attempt: Callable[[], Awaitable[T]], *, tries: int = 10, pause_s: float = 0.005
-) -> T:
-    """Run a load-decide-append ``attempt`` again when another writer won the stream.
-
-    Why here and not in Temporal's retry policy: a version conflict is expected under
-    load (many orders reserve the same SKU) and resolves at once on a fresh load; a
-    retry policy's backoff would add hundreds of milliseconds per conflict.
-    """
-    for n in range(tries - 1):
-        try:
-            return await attempt()
-        except ConcurrencyError:
-            await asyncio.sleep(pause_s * (n + 1))
-    return await attempt()
 
 
 class CommitThenFail(Exception):

@@ -10,13 +10,17 @@ from __future__ import annotations
 import hmac
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
 from fastapi import Request
 from fastapi.security import APIKeyHeader
 
-from api.bus import Bus
 from api.errors import ApiError
 from sagaflow.settings import Environment, Settings
+
+if TYPE_CHECKING:
+    from api.container import Container
+    from application import Context
 
 
 class Scope(StrEnum):
@@ -57,11 +61,15 @@ class KeyRing:
 
 @dataclass(frozen=True, slots=True)
 class Caller:
-    """An authenticated request's view of the process: its scopes and the two buses."""
+    """An authenticated request's view of the process: its scopes and the container."""
 
     scopes: frozenset[Scope]
-    commands: Bus
-    queries: Bus
+    container: Container
+
+    @property
+    def ctx(self) -> Context:
+        """What the use cases need (store, Temporal client, settings)."""
+        return self.container.ctx
 
     @property
     def user_id(self) -> str:
@@ -102,4 +110,4 @@ class KeyAuth(APIKeyHeader):
             )
         if self.scope not in scopes and Scope.ADMIN not in scopes:
             raise ApiError(403, "forbidden", f"this API key lacks the {self.scope.value!r} scope")
-        return Caller(scopes, container.commands, container.queries)
+        return Caller(scopes, container)

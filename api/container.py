@@ -11,8 +11,11 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from api.auth import KeyRing
+from api.coalesce import Coalescer
 from api.errors import ApiError
+from application import Context
 from eventstore.postgres import PostgresEventStore
+from projections import queries
 from sagaflow.settings import Settings
 
 log = logging.getLogger("sagaflow.api")
@@ -141,26 +144,22 @@ class Backpressure:
 
 
 class Container:
-    """Settings, store, Temporal client, keys, metrics and the buses of one API process."""
+    """One API process: the use cases' context, keys, metrics, backpressure and the
+    coalesced order-summary reader."""
 
     def __init__(self, settings: Settings, store: PostgresEventStore, temporal: Any) -> None:
-        from api.bus import Bus
-
         self.settings = settings
         self.store = store
         self.pool = store.pool
         self.temporal = temporal
+        self.ctx = Context(settings, store, temporal)
         self.keys = KeyRing(settings)
         self.metrics = Metrics()
-        self.commands = Bus("command")
-        self.queries = Bus("query")
         self.backpressure = Backpressure(self)
-
-    def require_temporal(self) -> Any:
-        """The Temporal client, or 503 when it could not connect at start-up."""
-        if self.temporal is None:
-            raise ApiError(503, "Temporal unavailable", "the API has no Temporal connection")
-        return self.temporal
+        # The hottest read: concurrent summary reads share one query per loop turn.
+        self.summaries: Coalescer[str, str] = Coalescer(
+            lambda order_ids: queries.order_summaries_json(self.pool, order_ids)
+        )
 
     async def temporal_backlog(self) -> int:
         """Approximate backlog of the task queue's workflow tasks (0 when unknown)."""

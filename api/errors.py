@@ -1,7 +1,8 @@
 """One problem format (RFC 9457 ``application/problem+json``) for every 4xx and 5xx.
 
-Domain errors map to HTTP by meaning: a wrong state is 409, an unknown id 404,
-invalid input 422. Routes raise these (or domain errors) and never build responses.
+Domain and service-layer errors map to HTTP by meaning: a wrong state is 409, an
+unknown id 404, invalid input 422. Routes raise these (or let the use cases raise
+them) and never build responses.
 """
 
 from __future__ import annotations
@@ -19,6 +20,16 @@ from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from temporalio.service import RPCError
 
+from application.errors import (
+    ApplicationError,
+    DeadLetterNotResolved,
+    IdempotencyKeyReused,
+    InvalidConsistencyToken,
+    NotFound,
+    NotVisibleYet,
+    Refused,
+    Unavailable,
+)
 from domain.errors import CommandRefused, DomainError, IllegalTransition, InvalidCommand
 from eventstore.envelope import ConcurrencyError, InvalidStreamId
 
@@ -60,11 +71,6 @@ class ApiError(Exception):
         self.errors, self.headers = errors, headers
 
 
-def not_found(what: str, ident: str) -> ApiError:
-    """404 naming the kind of thing and its id."""
-    return ApiError(404, f"{what} not found", f"no {what} with id {ident!r}")
-
-
 def problem_response(
     status: int,
     title: str,
@@ -90,12 +96,37 @@ def _field_name(loc: tuple[Any, ...]) -> str:
     return ".".join(parts) or "body"
 
 
+def application_problem(exc: ApplicationError) -> tuple[int, str]:
+    """The status and title of a service-layer error (its detail is ``str(exc)``)."""
+    match exc:
+        case NotVisibleYet():
+            return 404, "not visible yet"
+        case NotFound(kind=kind):
+            return 404, f"{kind} not found"
+        case Refused():
+            return 409, "refused"
+        case IdempotencyKeyReused():
+            return 409, "idempotency key reused"
+        case DeadLetterNotResolved():
+            return 409, "dead letter not resolved"
+        case InvalidConsistencyToken():
+            return 422, "invalid consistency token"
+        case Unavailable(what=what):
+            return 503, f"{what} unavailable"
+    return 409, "refused"
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Register the handlers that turn every error into a problem document."""
 
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
         return problem_response(exc.status, exc.title, exc.detail, exc.errors, exc.headers)
+
+    @app.exception_handler(ApplicationError)
+    async def _application_error(_: Request, exc: ApplicationError) -> JSONResponse:
+        status, title = application_problem(exc)
+        return problem_response(status, title, str(exc))
 
     @app.exception_handler(RequestValidationError)
     async def _invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:

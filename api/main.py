@@ -12,7 +12,6 @@ from fastapi import FastAPI
 
 from api.container import Container
 from api.errors import install_error_handlers, problem_response
-from api.handlers import Handlers
 from api.routes import health, operations, orders, products
 from eventstore.postgres import PostgresEventStore
 from sagaflow.clients import connect_temporal
@@ -85,9 +84,7 @@ def create_app(settings: Settings) -> FastAPI:
             # Temporal is missing and commands answer 503 until a restart.
             log.error("Temporal unreachable at start-up: %s", exc)
             temporal = None
-        container = Container(settings, store, temporal)
-        Handlers(container).register(container.commands, container.queries)
-        app.state.container = container
+        app.state.container = Container(settings, store, temporal)
         # Why: everything built so far lives as long as the process; frozen, the
         # collector stops re-scanning it, and a full collection no longer stalls
         # every request in flight for 100+ ms (bench.api's p99).

@@ -36,13 +36,15 @@ from typing import Any
 from temporalio.client import Client
 from temporalio.worker import Worker
 
+from application.catalogue import register_product, restock
+from application.orders import start_order
 from bench.baseline_workflow import BareFourActivities, noop
 from domain.commands import OrderLine, PlaceOrder, RegisterProduct, Restock
 from eventstore.postgres import PostgresEventStore
 from sagaflow.services import LocalServices
 from sagaflow.settings import Settings, load_settings
 from worker import build_worker
-from workflows.client import await_outcome, register_product, restock, start_order
+from workflows.client import await_outcome
 
 SKUS = [f"BENCH-{n}" for n in range(20)]
 IN_FLIGHT = 50

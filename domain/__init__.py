@@ -19,6 +19,7 @@ from domain.commands import (
     RegisterProduct,
     Restock,
     ShipOrder,
+    require_known_skus,
     validate_place_order,
 )
 from domain.errors import (
@@ -103,6 +104,7 @@ __all__ = [
     "inventory_stream",
     "order_stream",
     "payment_stream",
+    "require_known_skus",
     "validate_place_order",
 ]
 

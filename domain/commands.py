@@ -1,8 +1,8 @@
 """Commands: imperative input models, validated before any workflow starts.
 
-Field constraints catch malformed input (pydantic ``ValidationError``); business
-rules that need limits or the catalogue live in ``validate_place_order``, which
-reports every problem at once as ``InvalidCommand``.
+Field constraints catch malformed input (pydantic ``ValidationError``); the rules
+that need limits live in ``validate_place_order`` (no I/O), the catalogue check in
+``require_known_skus``; each reports every problem at once as ``InvalidCommand``.
 """
 
 from __future__ import annotations
@@ -72,14 +72,12 @@ class Restock(Command):
     quantity: Annotated[int, Field(gt=0, le=1_000_000)]
 
 
-def validate_place_order(
-    cmd: PlaceOrder,
-    *,
-    max_lines: int,
-    max_units: int,
-    known_skus: Collection[str] | None = None,
-) -> None:
-    """Raise ``InvalidCommand`` listing every problem with ``cmd``; return if none."""
+def validate_place_order(cmd: PlaceOrder, *, max_lines: int, max_units: int) -> None:
+    """Raise ``InvalidCommand`` listing every shape problem with ``cmd``; return if none.
+
+    Shape only (limits, duplicates, quantities, empty lines): no catalogue, so a
+    refused order costs no I/O. Then ``require_known_skus`` with one batched look-up.
+    """
     problems: list[str] = []
     if not cmd.customer_id.strip():
         problems.append("customer_id must not be empty")
@@ -100,10 +98,19 @@ def validate_place_order(
             )
             continue
         first_line[line.sku] = index
-        if known_skus is not None and line.sku not in known_skus:
-            problems.append(f"line {index} (sku {line.sku}): unknown sku")
     units = sum(line.quantity for line in cmd.lines if line.quantity > 0)
     if units > max_units:
         problems.append(f"the order has {units} units, more than max_units {max_units}")
+    if problems:
+        raise InvalidCommand(problems)
+
+
+def require_known_skus(cmd: PlaceOrder, known_skus: Collection[str]) -> None:
+    """Raise ``InvalidCommand`` naming every line whose SKU is not in ``known_skus``."""
+    problems = [
+        f"line {index} (sku {line.sku}): unknown sku"
+        for index, line in enumerate(cmd.lines)
+        if line.sku not in known_skus
+    ]
     if problems:
         raise InvalidCommand(problems)

@@ -18,7 +18,7 @@ from eventstore.envelope import (
     deterministic_event_id,
 )
 from eventstore.memory import InMemoryEventStore
-from eventstore.repository import Repository
+from eventstore.repository import Repository, on_conflict_retry
 from eventstore.upcasting import Upcasters
 
 __all__ = [
@@ -41,4 +41,5 @@ __all__ = [
     "UnreadableEvent",
     "Upcasters",
     "deterministic_event_id",
+    "on_conflict_retry",
 ]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import abc
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -69,6 +69,14 @@ class EventStore(abc.ABC):
     @abc.abstractmethod
     async def stream_version(self, stream_id: str) -> int:
         """The stream's current version (0 when it does not exist)."""
+
+    @abc.abstractmethod
+    async def stream_versions(self, stream_ids: Collection[str]) -> dict[str, int]:
+        """The current version of each of ``stream_ids`` that exists, in one read.
+
+        Streams that do not exist are absent from the result (not 0), so a caller
+        asking which of many streams exist reads one round trip, not one per stream.
+        """
 
     @abc.abstractmethod
     async def read_feed(self, after: FeedCursor = START, limit: int = 500) -> list[RecordedEvent]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import UTC, datetime
 
 from eventstore.base import EventStore, FeedStatus, Snapshot
@@ -114,6 +114,11 @@ class InMemoryEventStore(EventStore):
     async def stream_version(self, stream_id: str) -> int:
         check_stream_id(stream_id)
         return len(self._streams.get(stream_id, []))
+
+    async def stream_versions(self, stream_ids: Collection[str]) -> dict[str, int]:
+        for stream_id in stream_ids:
+            check_stream_id(stream_id)
+        return {s: len(self._streams[s]) for s in set(stream_ids) if s in self._streams}
 
     async def read_feed(self, after: FeedCursor = START, limit: int = 500) -> list[RecordedEvent]:
         return [e for e in self._events if e.cursor > after][:limit]

@@ -12,7 +12,7 @@ except on the same stream.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
 import psycopg
@@ -234,6 +234,19 @@ class PostgresEventStore(EventStore):
         check_stream_id(stream_id)
         async with self.pool.connection() as conn:
             return await self._version(conn, stream_id)
+
+    async def stream_versions(self, stream_ids: Collection[str]) -> dict[str, int]:
+        for stream_id in stream_ids:
+            check_stream_id(stream_id)
+        if not stream_ids:
+            return {}
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(
+                "SELECT stream_id, max(version) FROM events WHERE stream_id = ANY(%s) "
+                "GROUP BY stream_id",
+                (list(set(stream_ids)),),
+            )
+            return {str(row[0]): int(row[1]) for row in await cur.fetchall()}
 
     @staticmethod
     async def _version(conn: psycopg.AsyncConnection[Any], stream_id: str) -> int:

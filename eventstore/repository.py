@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import asyncio
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Generic, TypeVar
 
 from domain.aggregate import Aggregate
 from eventstore.base import EventStore, Snapshot
-from eventstore.envelope import AppendResult, NewEvent, deterministic_event_id
+from eventstore.envelope import AppendResult, ConcurrencyError, NewEvent, deterministic_event_id
 
 A = TypeVar("A", bound=Aggregate)
+T = TypeVar("T")
 
 
 class Repository(Generic[A]):
@@ -89,3 +91,20 @@ class Repository(Generic[A]):
                 state=aggregate.snapshot_state(),
             )
         )
+
+
+async def on_conflict_retry(
+    attempt: Callable[[], Awaitable[T]], *, tries: int = 10, pause_s: float = 0.005
+) -> T:
+    """Run a load-decide-append ``attempt`` again when another writer won the stream.
+
+    Why here and not in Temporal's retry policy: a version conflict is expected under
+    load (many orders reserve the same SKU) and resolves at once on a fresh load; a
+    retry policy's backoff would add hundreds of milliseconds per conflict.
+    """
+    for n in range(tries - 1):
+        try:
+            return await attempt()
+        except ConcurrencyError:
+            await asyncio.sleep(pause_s * (n + 1))
+    return await attempt()

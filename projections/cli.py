@@ -1,4 +1,7 @@
-"""``sagaflow projector``, ``sagaflow projections rebuild NAME``, ``sagaflow dead-letters``."""
+"""``sagaflow projector``, ``sagaflow projections rebuild NAME`` / ``list``.
+
+(``sagaflow dead-letters`` lives with the other operator commands in ``sagaflow/cli_ops.py``.)
+"""
 
 from __future__ import annotations
 
@@ -14,23 +17,14 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemaining
 from rich.table import Table
 
 from eventstore.postgres import PostgresEventStore
-from projections.deadletters import (
-    DeadLetterError,
-    Resolution,
-    list_dead_letters,
-    replay_dead_letter,
-    skip_dead_letter,
-)
 from projections.handlers import default_projections, projection_named
 from projections.rebuild import RebuildError, rebuild
 from projections.runner import run_projector
 from sagaflow.settings import Settings, load_settings
 
-app = typer.Typer(help="Read models: projector, rebuild, dead letters.", no_args_is_help=True)
+app = typer.Typer(help="Read models: projector, rebuild.", no_args_is_help=True)
 projections_app = typer.Typer(help="Read models.", no_args_is_help=True)
-dead_letters_app = typer.Typer(help="Messages that kept failing.", no_args_is_help=True)
 app.add_typer(projections_app, name="projections")
-app.add_typer(dead_letters_app, name="dead-letters")
 
 console = Console()
 T = TypeVar("T")
@@ -116,62 +110,3 @@ def rebuild_command(
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(1) from None
     console.print(f"rebuilt {name} from {count} events and swapped it in")
-
-
-@dead_letters_app.command("list")
-def dead_letters_list(
-    all_: Annotated[bool, typer.Option("--all", help="include resolved ones")] = False,
-) -> None:
-    """Show dead letters (open ones unless --all)."""
-    settings = _settings()
-    letters = _with_store(
-        settings, lambda store: list_dead_letters(store.pool, status=None if all_ else "open")
-    )
-    table = Table("id", "status", "source", "stream", "handler", "attempts", "parked", "error")
-    for d in letters:
-        table.add_row(
-            str(d.id),
-            d.status,
-            f"{d.topic}[{d.partition}]@{d.offset}",
-            f"{d.stream_id} v{d.version}",
-            d.handler,
-            str(d.attempts),
-            str(d.parked),
-            d.error,
-        )
-    console.print(table)
-
-
-def _resolve(kind: str, dead_letter_id: int) -> None:
-    settings = _settings()
-    action = replay_dead_letter if kind == "replay" else skip_dead_letter
-
-    async def work(store: PostgresEventStore) -> Resolution:
-        return await action(store.pool, dead_letter_id, default_projections(), store.upcasters)
-
-    try:
-        result = _with_store(settings, work)
-    except DeadLetterError as exc:
-        console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(1) from None
-    console.print(
-        f"dead letter {result.dead_letter_id} {result.status}; released {result.released} "
-        f"parked message(s)"
-        + (
-            f"; a parked message failed and became a dead letter: {result.new_dead_letter}"
-            if result.new_dead_letter
-            else ""
-        )
-    )
-
-
-@dead_letters_app.command("replay")
-def dead_letters_replay(dead_letter_id: int) -> None:
-    """Apply a dead letter again (after a fix), then its stream's parked messages."""
-    _resolve("replay", dead_letter_id)
-
-
-@dead_letters_app.command("skip")
-def dead_letters_skip(dead_letter_id: int) -> None:
-    """Give up on a dead letter and release its stream's parked messages."""
-    _resolve("skip", dead_letter_id)

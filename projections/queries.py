@@ -6,6 +6,7 @@ store's pool works: same database) and returns pydantic models ready to serialis
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import date, datetime
 from typing import Any
 
@@ -120,6 +121,32 @@ async def get_order_summary(pool: AsyncConnectionPool, order_id: str) -> OrderSu
     """The order's summary, or None when the read model has not seen it (yet)."""
     rows = await _rows(pool, "SELECT * FROM order_summary WHERE order_id = %s", (order_id,))
     return OrderSummary.model_validate(rows[0]) if rows else None
+
+
+async def order_summaries_json(
+    pool: AsyncConnectionPool, order_ids: Sequence[str]
+) -> dict[str, str]:
+    """The summaries of ``order_ids`` as JSON text, keyed by order id (absent: unseen).
+
+    Why JSON text: PostgreSQL renders the row, so the hottest read skips building
+    and re-serialising Python objects.
+    """
+    async with pool.connection() as conn:
+        cur = await conn.execute(
+            "SELECT order_id, to_jsonb(o)::text FROM order_summary o WHERE order_id = ANY(%s)",
+            (list(order_ids),),
+        )
+        return {str(row[0]): str(row[1]) for row in await cur.fetchall()}
+
+
+async def applied_version(pool: AsyncConnectionPool, stream_id: str) -> int | None:
+    """The highest version of ``stream_id`` any read model has applied (None: none yet)."""
+    async with pool.connection() as conn:
+        cur = await conn.execute(
+            "SELECT max(version) FROM projection_watermarks WHERE stream_id = %s", (stream_id,)
+        )
+        row = await cur.fetchone()
+    return None if row is None or row[0] is None else int(row[0])
 
 
 async def list_customer_orders(

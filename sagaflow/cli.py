@@ -257,10 +257,11 @@ def _mount(sub: typer.Typer) -> None:
 
 def _mount_components() -> None:
     from projections.cli import app as projections_cli
+    from sagaflow.cli_ops import app as ops_cli
     from sagaflow.cli_saga import app as saga_cli
     from streaming.cli import app as streaming_cli
 
-    for sub in (saga_cli, streaming_cli, projections_cli):
+    for sub in (saga_cli, streaming_cli, projections_cli, ops_cli):
         _mount(sub)
 
 

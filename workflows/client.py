@@ -1,13 +1,13 @@
-"""Starting and steering order sagas from other code (API, CLI, tests, benchmark).
+"""Temporal handles of the order saga: start it, steer it (updates), query it.
 
-Not imported by workflow code. Every function takes its client, settings and store
-as arguments: no connections at import time.
+Not imported by workflow code. Every function takes its client (and settings) as
+arguments: no connections at import time. Validation and the catalogue live in the
+service layer (``application.orders``), which calls these.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
 from typing import Any, Literal, TypeVar, cast
 
 from temporalio.client import (
@@ -20,10 +20,6 @@ from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
-from activities.catalogue import Catalogue, Product
-from domain.commands import PlaceOrder, RegisterProduct, Restock, validate_place_order
-from domain.errors import InvalidCommand
-from eventstore import EventStore
 from sagaflow.settings import Settings
 from workflows.definition import SagaDefinition
 from workflows.engine import ENGINE_MEMO
@@ -40,7 +36,6 @@ from workflows.models import (
     CancelRequest,
     CompensationDecision,
     EngineOptions,
-    LineInput,
     OrderSagaInput,
     OrderSagaResult,
     RetryKnobs,
@@ -56,21 +51,17 @@ from workflows.visibility import start_attributes
 T = TypeVar("T")
 
 __all__ = [
-    "InvalidCommand",
     "OrderNotFound",
     "OrderRequestRefused",
     "await_outcome",
     "cancel_order",
     "deliver_order",
     "get_status",
-    "products",
-    "register_product",
     "resolve_compensation",
-    "restock",
     "retry_compensation",
     "saga_options",
     "ship_order",
-    "start_order",
+    "start_order_saga",
 ]
 
 
@@ -115,42 +106,23 @@ def saga_options(settings: Settings) -> SagaOptions:
     )
 
 
-async def start_order(
+async def start_order_saga(
     client: Client,
     settings: Settings,
-    cmd: PlaceOrder,
+    saga_input: OrderSagaInput,
     *,
-    store: EventStore,
-    user_id: str = "",
     task_queue: str | None = None,
-    options: SagaOptions | None = None,
 ) -> WorkflowHandle[OrderSagaWorkflow, OrderSagaResult]:
-    """Validate ``cmd`` and start its saga (workflow id = order id); idempotent.
+    """Start the order's saga (workflow id = order id); idempotent.
 
-    Raises InvalidCommand (one message per problem) before anything starts. Starting
-    an order id that already has a saga, running or finished, returns that saga's
-    handle: never a second saga for one order.
+    Starting an order id that already has a saga, running or finished, returns that
+    saga's handle: never a second saga for one order.
     """
-    catalogue = Catalogue(store)
-    known = await catalogue.known_skus(line.sku for line in cmd.lines)
-    validate_place_order(
-        cmd,
-        max_lines=settings.order_max_lines,
-        max_units=settings.order_max_units,
-        known_skus=known,
-    )
-    saga_input = OrderSagaInput(
-        order_id=cmd.order_id,
-        customer_id=cmd.customer_id,
-        lines=[LineInput(line.sku, line.quantity) for line in cmd.lines],
-        options=options or saga_options(settings),
-        user_id=user_id,
-    )
     try:
         return await client.start_workflow(
             OrderSagaWorkflow.run,
             saga_input,
-            id=cmd.order_id,
+            id=saga_input.order_id,
             task_queue=task_queue or settings.task_queue,
             # Running: attach to it. Finished: refuse a new run (caught below).
             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
@@ -162,7 +134,7 @@ async def start_order(
             **start_options(ORDER, saga_input, settings),
         )
     except WorkflowAlreadyStartedError:
-        return client.get_workflow_handle_for(OrderSagaWorkflow.run, cmd.order_id)
+        return client.get_workflow_handle_for(OrderSagaWorkflow.run, saga_input.order_id)
 
 
 def _handle(client: Client, order_id: str) -> WorkflowHandle[OrderSagaWorkflow, Any]:
@@ -227,27 +199,6 @@ async def retry_compensation(client: Client, order_id: str, step: str, note: str
 async def resolve_compensation(client: Client, order_id: str, step: str, note: str) -> str:
     """Mark a parked compensation done by hand; returns "resolved"."""
     return await _update(client, order_id, RESOLVE_COMPENSATION, CompensationDecision(step, note))
-
-
-async def register_product(
-    store: EventStore, cmd: RegisterProduct, *, user_id: str = ""
-) -> Product:
-    """Add a SKU to the catalogue (ProductRegistered on ``inventory-<sku>``)."""
-    return await Catalogue(store).register_product(cmd, user_id=user_id)
-
-
-async def restock(
-    store: EventStore, cmd: Restock, *, idempotency_key: str | None = None, user_id: str = ""
-) -> Product:
-    """Add units of a SKU (StockAdded); an idempotency key makes repeats harmless."""
-    return await Catalogue(store).restock(cmd, idempotency_key=idempotency_key, user_id=user_id)
-
-
-async def products(store: EventStore, skus: Sequence[str]) -> list[Product]:
-    """Catalogue entries of the registered ones among ``skus``."""
-    catalogue = Catalogue(store)
-    found = [await catalogue.product(sku) for sku in skus]
-    return [p for p in found if p is not None]
 
 
 # --- every saga type: start, steer and inspect through the engine's handlers -------

@@ -1,4 +1,4 @@
-"""Orders: place (command), steer the saga (signals), read the summary, events, saga state."""
+"""Orders: place (command), steer the saga (updates), read the summary, events, saga state."""
 
 from __future__ import annotations
 
@@ -8,16 +8,6 @@ from fastapi import APIRouter, Header, Query, Request, Response
 
 from api.deps import READ_AUTH, Reader, Writer
 from api.errors import PROBLEM_RESPONSES
-from api.messages import (
-    CancelOrderCommand,
-    CustomerOrdersQuery,
-    DeliverOrderCommand,
-    OrderEventsQuery,
-    OrderSummaryQuery,
-    PlaceOrderCommand,
-    SagaStateQuery,
-    ShipOrderCommand,
-)
 from api.models import (
     CancelIn,
     EventOut,
@@ -28,6 +18,7 @@ from api.models import (
     SagaCommandResult,
     ShipIn,
 )
+from application import orders
 from projections.queries import OrderSummary
 
 router = APIRouter(tags=["orders"], responses=PROBLEM_RESPONSES)
@@ -51,16 +42,20 @@ async def place_order(
     idempotency_key: IdempotencyKey = None,
 ) -> OrderAccepted:
     """Place an order: validates it, starts its saga, returns a consistency token."""
-    accepted: OrderAccepted = await c.commands.dispatch(
-        PlaceOrderCommand(
-            customer_id=body.customer_id,
-            lines=tuple((line.sku, line.quantity) for line in body.lines),
-            idempotency_key=idempotency_key,
-            user_id=c.user_id,
-        )
+    placed = await orders.place_order(
+        c.ctx,
+        body.customer_id,
+        [(line.sku, line.quantity) for line in body.lines],
+        idempotency_key=idempotency_key,
+        user_id=c.user_id,
+        admit=c.container.backpressure.check,
     )
-    response.headers["Location"] = accepted.location
-    return accepted
+    c.container.metrics.orders_accepted.inc()
+    location = f"/orders/{placed.order_id}"
+    response.headers["Location"] = location
+    return OrderAccepted(
+        order_id=placed.order_id, consistency_token=placed.consistency_token, location=location
+    )
 
 
 @router.get(
@@ -78,7 +73,9 @@ async def get_order(
     # this is the hottest read, and FastAPI's dependency solving cost about a third
     # of its requests/s (bench.api); the check and its 401/403 are the same.
     c = await READ_AUTH(request)
-    body, reached = await c.queries.dispatch(OrderSummaryQuery(order_id, consistency_token))
+    body, reached = await orders.order_summary(
+        c.ctx, order_id, consistency_token, summaries=c.container.summaries.get
+    )
     headers = (
         {"X-Consistency-Reached": "true" if reached else "false"} if consistency_token else None
     )
@@ -88,39 +85,32 @@ async def get_order(
 @router.get("/orders/{order_id}/events", response_model=list[EventOut])
 async def get_order_events(order_id: Ident, c: Reader) -> list[dict[str, Any]]:
     """The order's raw event stream, oldest first."""
-    events: list[dict[str, Any]] = await c.queries.dispatch(OrderEventsQuery(order_id))
-    return events
+    return await orders.order_events(c.ctx, order_id)
 
 
 @router.get("/orders/{order_id}/saga")
 async def get_order_saga(order_id: Ident, c: Reader) -> dict[str, Any]:
     """The saga's live state: current step, status, compensation log."""
-    state: dict[str, Any] = await c.queries.dispatch(SagaStateQuery(order_id))
-    return state
+    return await orders.saga_state(c.ctx, order_id)
 
 
 @router.post("/orders/{order_id}/cancel", response_model=SagaCommandResult)
 async def cancel_order(order_id: Ident, c: Writer, body: CancelIn | None = None) -> dict[str, str]:
     """Cancel before shipping: compensates everything done; refused after shipping."""
     reason = body.reason if body else "cancelled by request"
-    result: dict[str, str] = await c.commands.dispatch(CancelOrderCommand(order_id, reason))
-    return result
+    return await orders.cancel_order(c.ctx, order_id, reason)
 
 
 @router.post("/orders/{order_id}/ship", response_model=SagaCommandResult)
 async def ship_order(order_id: Ident, body: ShipIn, c: Writer) -> dict[str, str]:
     """Record the shipment (tracking number, carrier) of a confirmed order."""
-    result: dict[str, str] = await c.commands.dispatch(
-        ShipOrderCommand(order_id, body.tracking_number, body.carrier)
-    )
-    return result
+    return await orders.ship_order(c.ctx, order_id, body.tracking_number, body.carrier)
 
 
 @router.post("/orders/{order_id}/deliver", response_model=SagaCommandResult)
 async def deliver_order(order_id: Ident, c: Writer) -> dict[str, str]:
     """Record the delivery of a shipped order."""
-    result: dict[str, str] = await c.commands.dispatch(DeliverOrderCommand(order_id))
-    return result
+    return await orders.deliver_order(c.ctx, order_id)
 
 
 @router.get("/customers/{customer_id}/orders")
@@ -130,5 +120,4 @@ async def customer_orders(
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> list[dict[str, Any]]:
     """A customer's orders, newest first."""
-    rows: list[dict[str, Any]] = await c.queries.dispatch(CustomerOrdersQuery(customer_id, limit))
-    return rows
+    return await orders.customer_orders(c.ctx, customer_id, limit)

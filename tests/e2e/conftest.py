@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from activities.payment import draw
-from api.handlers import IDEMPOTENCY_NAMESPACE
+from application.orders import IDEMPOTENCY_NAMESPACE
 from sagaflow.settings import Settings, load_settings
 from sagaflow.stack import Stack
 

@@ -69,6 +69,19 @@ async def test_appends_a_new_stream_and_reads_it_back(store: EventStore) -> None
     assert [e.version for e in await store.read_stream("order-a", from_version=3)] == [3]
 
 
+async def test_stream_versions_reads_many_streams_at_once_and_omits_missing_ones(
+    store: EventStore,
+) -> None:
+    tag = uuid.uuid4().hex[:8]
+    await store.append(f"order-{tag}-1", created(3), NO_STREAM, stream_type="Order")
+    await store.append(f"order-{tag}-2", created(1), NO_STREAM, stream_type="Order")
+    found = await store.stream_versions([f"order-{tag}-1", f"order-{tag}-2", f"order-{tag}-none"])
+    assert found == {f"order-{tag}-1": 3, f"order-{tag}-2": 1}
+    assert await store.stream_versions([]) == {}
+    with pytest.raises(InvalidStreamId):
+        await store.stream_versions(["has space"])
+
+
 async def test_a_wrong_expected_version_names_the_stream_and_writes_nothing(
     store: EventStore,
 ) -> None:

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from temporalio.testing import WorkflowEnvironment
 
+from application.orders import start_order
 from domain.commands import OrderLine, PlaceOrder
 from domain.events import order_stream, payment_stream
 from eventstore.postgres import PostgresEventStore
@@ -29,7 +30,7 @@ from tests.replay.saga_fixtures import (
     wait_for_status,
 )
 from worker import build_worker
-from workflows.client import deliver_order, ship_order, start_order
+from workflows.client import deliver_order, ship_order
 
 pytestmark = pytest.mark.integration
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from temporalio.client import WorkflowHandle
 
-from activities.catalogue import Catalogue
+from application.catalogue import Catalogue
 from domain.commands import RegisterProduct, Restock
 from domain.inventory import Inventory
 from domain.order import Order

@@ -11,6 +11,7 @@ from domain import (
     RegisterProduct,
     Restock,
     ShipOrder,
+    require_known_skus,
     validate_place_order,
 )
 
@@ -32,7 +33,9 @@ def problems(cmd: PlaceOrder, **kwargs) -> list[str]:
 
 
 def test_accepts_a_valid_order():
-    validate_place_order(place(("MUG", 2), ("TEA", 1)), **LIMITS, known_skus={"MUG", "TEA"})
+    order = place(("MUG", 2), ("TEA", 1))
+    validate_place_order(order, **LIMITS)
+    require_known_skus(order, {"MUG", "TEA"})
 
 
 def test_errors_for_an_order_without_lines():
@@ -61,9 +64,12 @@ def test_errors_for_too_many_units():
     assert problems(place(("A", 6), ("B", 5))) == ["the order has 11 units, more than max_units 10"]
 
 
-def test_errors_for_an_unknown_sku_when_the_catalogue_is_given():
-    assert problems(place(("MUG", 1), ("GHOST", 1)), known_skus={"MUG"}) == [
-        "line 1 (sku GHOST): unknown sku"
+def test_errors_for_every_unknown_sku_naming_its_line():
+    with pytest.raises(InvalidCommand) as info:
+        require_known_skus(place(("MUG", 1), ("GHOST", 1), ("NOPE", 1)), {"MUG"})
+    assert info.value.problems == [
+        "line 1 (sku GHOST): unknown sku",
+        "line 2 (sku NOPE): unknown sku",
     ]
 
 
@@ -72,11 +78,10 @@ def test_errors_for_an_empty_customer_id():
 
 
 def test_reports_every_problem_at_once():
-    found = problems(place(("X", -1), ("X", 2), customer_id=""), known_skus=set())
+    found = problems(place(("X", -1), ("X", 2), customer_id=""))
     assert found == [
         "customer_id must not be empty",
         "line 0 (sku X): quantity must be positive, got -1",
-        "line 0 (sku X): unknown sku",
         "line 1 (sku X): duplicate sku, already on line 0",
     ]
 

@@ -10,11 +10,11 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
 from activities._support import CommitThenFail, FaultInjector
-from activities.catalogue import Catalogue
 from activities.inventory import InventoryActivities
 from activities.order import OrderActivities
 from activities.payment import PaymentActivities, SimulatedPaymentProvider, draw
 from activities.saga_journal import SagaJournalActivities
+from application.catalogue import Catalogue
 from domain.commands import RegisterProduct, Restock
 from domain.events import inventory_stream, order_stream, payment_stream
 from domain.saga_events import saga_stream

@@ -1,18 +1,22 @@
-"""The product catalogue: SKUs, names and prices kept as Inventory events.
+"""Catalogue use cases: SKUs, names and prices kept as Inventory events.
 
-Called by the starter and the API (not by workflows): registering a product,
-changing its price, restocking, and looking up which SKUs exist.
+Called by the API, the CLI and the order starter (never by workflows or the
+worker's activities): registering a product, changing its price, restocking, and
+looking up which SKUs exist (one batched read for a whole order).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
-from activities._support import on_conflict_retry
+from application.context import Context
+from application.errors import NotFound
 from domain.commands import RegisterProduct, Restock
 from domain.inventory import Inventory
-from eventstore import EventStore, Repository
+from eventstore import EventStore, Repository, on_conflict_retry
+from projections import queries
 
 
 @dataclass(frozen=True)
@@ -74,8 +78,15 @@ class Catalogue:
         return _product(inv) if inv.registered else None
 
     async def known_skus(self, skus: Iterable[str]) -> set[str]:
-        """Those of ``skus`` that are registered."""
-        return {sku for sku in set(skus) if (await self.inventory.load(sku)).registered}
+        """Those of ``skus`` that are registered, in one read of the store.
+
+        Why a stream's existence is enough: every Inventory command but ``register``
+        needs a registered product, so an Inventory stream's first event is always
+        ProductRegistered.
+        """
+        by_stream = {self.inventory.stream_id(sku): sku for sku in set(skus)}
+        versions = await self.inventory.store.stream_versions(list(by_stream))
+        return {by_stream[stream_id] for stream_id in versions}
 
 
 def _product(inv: Inventory) -> Product:
@@ -88,3 +99,36 @@ def _product(inv: Inventory) -> Product:
         sold=inv.sold,
         stocked=inv.stocked,
     )
+
+
+async def register_product(
+    store: EventStore, cmd: RegisterProduct, *, user_id: str = ""
+) -> Product:
+    """Add a SKU to the catalogue (IllegalTransition when it is already registered)."""
+    return await Catalogue(store).register_product(cmd, user_id=user_id)
+
+
+async def restock(
+    store: EventStore, cmd: Restock, *, idempotency_key: str | None = None, user_id: str = ""
+) -> Product:
+    """Add units of a registered SKU (NotFound otherwise); a key makes repeats harmless."""
+    catalogue = Catalogue(store)
+    if not await catalogue.known_skus([cmd.sku]):
+        raise NotFound("product", cmd.sku)
+    return await catalogue.restock(cmd, idempotency_key=idempotency_key, user_id=user_id)
+
+
+async def product(store: EventStore, sku: str) -> Product:
+    """The catalogue entry with its stock, from the event store (always current)."""
+    found = await Catalogue(store).product(sku)
+    if found is None:
+        raise NotFound("product", sku)
+    return found
+
+
+async def inventory_level(ctx: Context, sku: str) -> dict[str, Any]:
+    """The inventory read model of one SKU."""
+    level = await queries.get_inventory_level(ctx.pool, sku)
+    if level is None:
+        raise NotFound("inventory", sku)
+    return level.model_dump(mode="json")

@@ -25,7 +25,7 @@ from sagaflow.settings import Settings
 from workflows.client import get_status
 from workflows.models import SagaStatus
 
-HISTORIES = Path(__file__).parent / "histories"
+HISTORIES = Path(__file__).parent / "histories" / "order"
 RECORD_ENV = "SAGAFLOW_RECORD_HISTORIES"
 
 

@@ -1,7 +1,10 @@
-"""Recorded histories of every saga path replay against the current workflow code.
+"""Recorded histories of every order-saga path replay against the current code.
 
-The histories under ``histories/`` were recorded from real runs (dev server and
-time-skipping server); re-record with ``SAGAFLOW_RECORD_HISTORIES=1`` (README.md).
+Two generations, both kept: ``histories/order/pre_engine/`` was recorded before the
+saga engine (no patch marker), ``histories/order/`` with it (marker
+``sagaflow-engine-1``). Both must replay: the engine's additions are gated by
+``workflow.patched``, and a control shows the old ones fail without that gate.
+Re-record the current generation with ``SAGAFLOW_RECORD_HISTORIES=1`` (README.md).
 """
 
 from __future__ import annotations
@@ -10,13 +13,17 @@ from pathlib import Path
 
 import pytest
 from temporalio import workflow
-from temporalio.worker import Replayer
+from temporalio.worker import Replayer, UnsandboxedWorkflowRunner
 
 from workflows.models import ORDER_SAGA, Charged, OrderSagaInput, OrderSagaResult
 from workflows.order_saga import OrderSagaWorkflow
 from workflows.replay import load_history, replay_history_file
+from workflows.saga import ENGINE_PATCH, Saga
 
-HISTORIES = sorted((Path(__file__).parent / "histories").glob("*.json"))
+ROOT = Path(__file__).parent / "histories" / "order"
+CURRENT = sorted(ROOT.glob("*.json"))
+PRE_ENGINE = sorted((ROOT / "pre_engine").glob("*.json"))
+HISTORIES = CURRENT + PRE_ENGINE
 EXPECTED_PATHS = {
     "happy_path",
     "payment_declined",
@@ -49,18 +56,57 @@ def _placeholder_charge() -> Charged:
     return Charged(payment_id="pay-swapped", amount_cents=0)
 
 
-def test_a_history_is_kept_for_every_saga_path() -> None:
-    assert {path.stem for path in HISTORIES} == EXPECTED_PATHS
+def test_a_history_is_kept_for_every_saga_path_of_both_generations() -> None:
+    assert {path.stem for path in CURRENT} == EXPECTED_PATHS
+    assert {path.stem for path in PRE_ENGINE} == EXPECTED_PATHS
 
 
-@pytest.mark.parametrize("path", HISTORIES, ids=lambda p: p.stem)
+def _has_engine_marker(path: Path) -> bool:
+    for event in load_history(path).events:
+        if event.HasField("marker_recorded_event_attributes"):
+            details = event.marker_recorded_event_attributes.details
+            if any(ENGINE_PATCH.encode() in p.data for d in details.values() for p in d.payloads):
+                return True
+    return False
+
+
+def test_only_the_current_generation_carries_the_engine_patch_marker() -> None:
+    assert all(_has_engine_marker(p) for p in CURRENT)
+    assert not any(_has_engine_marker(p) for p in PRE_ENGINE)
+
+
+@pytest.mark.parametrize("path", HISTORIES, ids=lambda p: f"{p.parent.name}/{p.stem}")
 async def test_recorded_history_replays_against_current_code(path: Path) -> None:
     await replay_history_file(path)
 
 
+async def test_pre_engine_histories_fail_replay_without_the_patch_gate(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The control for versioning: the engine's additions taken unconditionally
+    (as if ``workflow.patched`` were not there) break the runs recorded before."""
+    original = Saga.start
+
+    async def ungated_start(self: Saga) -> None:
+        await original(self)
+        self.engine_features = True
+
+    monkeypatch.setattr(Saga, "start", ungated_start)
+    # Unsandboxed, so the patched method is the one that runs.
+    replayer = Replayer(workflows=[OrderSagaWorkflow], workflow_runner=UnsandboxedWorkflowRunner())
+    failed = set()
+    for path in PRE_ENGINE:
+        result = await replayer.replay_workflow(load_history(path), raise_on_replay_failure=False)
+        if result.replay_failure is not None:
+            failed.add(path.stem)
+    # The runs that shipped reach the engine's status records; paths that never
+    # reach an engine-only command (a decline, say) replay either way.
+    assert {"happy_path", "cancel_after_shipping_refused"} <= failed, failed
+
+
 async def test_workflow_with_two_steps_swapped_fails_replay() -> None:
     replayer = Replayer(workflows=[SwappedStepsOrderSaga])
-    history = load_history(Path(__file__).parent / "histories" / "happy_path.json")
+    history = load_history(ROOT / "happy_path.json")
     result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
     assert result.replay_failure is not None
     assert "nondetermin" in str(result.replay_failure).lower()

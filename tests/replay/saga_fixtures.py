@@ -108,5 +108,7 @@ async def record_history(handle: WorkflowHandle[Any, Any], name: str) -> None:
     if os.environ.get(RECORD_ENV) != "1":
         return
     history = await handle.fetch_history()
-    HISTORIES.mkdir(parents=True, exist_ok=True)
-    (HISTORIES / f"{name}.json").write_text(history.to_json())
+    target = HISTORIES / f"{name}.json"
+    # Why the file's parent: other saga types keep theirs in a subfolder (returns/).
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(history.to_json())

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from application.context import Context
-from application.errors import NotFound, Refused
+from application.errors import IdempotencyKeyReused, NotFound, Refused
 from application.orders import _claim_key, _release_key, request_hash
 from domain.errors import InvalidCommand
 from domain.order import Order
@@ -128,6 +128,17 @@ async def open_return(
     """Validate, check the order, claim the idempotency key, start the returns saga."""
     validate_return_shape(lines, reason, ctx.settings)
     client = ctx.require_temporal()
+    key = f"return:{order_id}:{idempotency_key}" if idempotency_key else ""
+    body_hash = request_hash(
+        {"order_id": order_id, "lines": [list(li) for li in lines], "reason": reason}
+    )
+    if key and await _key_taken(ctx, key, body_hash):
+        # Why before the rule check: a retried request must get the same return,
+        # not a refusal for the units its own first attempt claimed.
+        return ReturnOpened(
+            return_id=str(uuid.uuid5(RETURN_NAMESPACE, f"{order_id}/{idempotency_key}")),
+            order_id=order_id,
+        )
     order = await Repository(ctx.store, Order).load(order_id)
     if order.status == "new":
         raise NotFound("order", order_id)
@@ -136,12 +147,7 @@ async def open_return(
         return_id = str(uuid.uuid5(RETURN_NAMESPACE, f"{order_id}/{idempotency_key}"))
     else:
         return_id = str(uuid.uuid4())
-    claimed = False
-    if idempotency_key:
-        body = {"order_id": order_id, "lines": [list(li) for li in lines], "reason": reason}
-        claimed = await _claim_key(
-            ctx, f"return:{order_id}:{idempotency_key}", request_hash(body), return_id
-        )
+    claimed = await _claim_key(ctx, key, body_hash, return_id) if key else False
     saga_input = ReturnSagaInput(
         return_id=return_id,
         order_id=order_id,
@@ -161,9 +167,23 @@ async def open_return(
         )
     except Exception:
         if claimed:
-            await _release_key(ctx, f"return:{order_id}:{idempotency_key}")
+            await _release_key(ctx, key)
         raise
     return ReturnOpened(return_id=return_id, order_id=order_id)
+
+
+async def _key_taken(ctx: Context, key: str, body_hash: str) -> bool:
+    """Whether ``key`` was already used with this body (IdempotencyKeyReused if another)."""
+    async with ctx.pool.connection() as conn:
+        cur = await conn.execute(
+            "SELECT request_hash FROM api_idempotency_keys WHERE key = %s", (key,)
+        )
+        row = await cur.fetchone()
+    if row is None:
+        return False
+    if row[0] != body_hash:
+        raise IdempotencyKeyReused()
+    return True
 
 
 async def receive_return(ctx: Context, return_id: str, note: str = "") -> dict[str, str]:

@@ -80,3 +80,22 @@ async def test_bad_returns_get_404_409_and_422(http: httpx.AsyncClient) -> None:
     assert "only a delivered order" in refused.json()["detail"]
     assert (await http.post("/returns/no-such-return/receive", json={})).status_code == 404
     assert (await http.get("/returns/no-such-return")).status_code == 404
+
+
+async def test_idempotency_key_returns_the_same_return_and_refuses_another_body(
+    http: httpx.AsyncClient,
+) -> None:
+    order_id, sku = await delivered_order(http)
+    body = {"lines": [{"sku": sku, "quantity": 2}], "reason": "duplicate gift"}
+    headers = {"Idempotency-Key": f"ret-{order_id}"}
+    first = await http.post(f"/orders/{order_id}/returns", json=body, headers=headers)
+    assert first.status_code == 202, first.text
+    await saga_status(http, first.json()["return_id"], "awaiting_goods")
+    # The retry is answered with the same return, though its units are now claimed.
+    again = await http.post(f"/orders/{order_id}/returns", json=body, headers=headers)
+    assert again.status_code == 202, again.text
+    assert again.json()["return_id"] == first.json()["return_id"]
+    other = await http.post(
+        f"/orders/{order_id}/returns", json={**body, "reason": "other"}, headers=headers
+    )
+    assert other.status_code == 409

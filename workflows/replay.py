@@ -11,7 +11,7 @@ from pathlib import Path
 from temporalio.client import WorkflowHistory
 from temporalio.worker import Replayer, WorkflowReplayResult
 
-from workflows.order_saga import OrderSagaWorkflow
+from workflows.registry import default_registry
 
 
 def load_history(path: Path) -> WorkflowHistory:
@@ -21,8 +21,10 @@ def load_history(path: Path) -> WorkflowHistory:
 
 
 async def replay_history_file(
-    path: Path, workflows: Sequence[type] = (OrderSagaWorkflow,)
+    path: Path, workflows: Sequence[type] | None = None
 ) -> WorkflowReplayResult:
-    """Replay one history; raises the nondeterminism (or other) error on mismatch."""
-    replayer = Replayer(workflows=list(workflows))
+    """Replay one history (default: against every registered saga type's workflow);
+    raises the nondeterminism (or other) error on mismatch."""
+    found = list(workflows) if workflows is not None else default_registry().workflows
+    replayer = Replayer(workflows=found)
     return await replayer.replay_workflow(load_history(path))

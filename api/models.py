@@ -147,3 +147,39 @@ class ResolutionOut(BaseModel):
     released: int
     still_parked: int
     new_dead_letter: str | None = None
+
+
+class ReturnLineIn(_Input):
+    """One returned line: the SKU and how many units."""
+
+    sku: Sku
+    quantity: int = Field(description="units; must be positive")
+
+
+class ReturnCreate(_Input):
+    """A return of a delivered order."""
+
+    lines: list[ReturnLineIn] = Field(max_length=1000, description="at least one line")
+    reason: str = Field(min_length=1, max_length=500)
+
+
+class ReceiveIn(_Input):
+    """The goods of a return arrived."""
+
+    note: str = Field(default="", max_length=500)
+
+
+class ReturnAccepted(BaseModel):
+    """The return was accepted and its saga started."""
+
+    return_id: str
+    order_id: str
+    status: str = "accepted"
+    location: str
+
+
+class ReturnCommandResult(BaseModel):
+    """What a command on a return's saga did."""
+
+    return_id: str
+    result: str

@@ -67,6 +67,12 @@ async def daily_sales(ctx: Context, limit: int) -> list[dict[str, Any]]:
     return [r.model_dump(mode="json") for r in rows[-limit:]]
 
 
+async def daily_returns(ctx: Context, limit: int) -> list[dict[str, Any]]:
+    """Returns per day (the newest ``limit`` days): opened, units, refunded cents."""
+    rows = await queries.daily_returns(ctx.pool)
+    return rows[-limit:]
+
+
 async def product_sales(ctx: Context, limit: int) -> list[dict[str, Any]]:
     """Units and revenue per product, best first."""
     rows = await queries.product_sales(ctx.pool, limit=limit)

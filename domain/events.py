@@ -197,3 +197,93 @@ class PaymentRefunded(DomainEvent):
     payment_id: str
     amount_cents: PositiveInt
     reason: str
+
+
+# --- Returns: "return-<return_id>", plus facts on the order and inventory streams -----
+
+
+def return_stream(return_id: str) -> str:
+    """Stream id of one return."""
+    return f"return-{return_id}"
+
+
+class ReturnLine(BaseModel):
+    """One returned line, priced at the order's unit price."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    sku: str
+    quantity: PositiveInt
+    unit_price_cents: NonNegativeInt
+
+
+class OrderReturnRegistered(DomainEvent):
+    """Units of a delivered order were claimed by a return (on the order stream).
+
+    Why on the order stream: the rule "returned <= delivered, across all returns" is
+    guarded by the order stream's expected version, so two returns racing for the
+    same units cannot both be registered.
+    """
+
+    return_id: str
+    lines: dict[str, PositiveInt]
+
+
+class OrderReturnReleased(DomainEvent):
+    """A return's claim on the order's units was given back (cancelled or expired)."""
+
+    return_id: str
+
+
+class ReturnOpened(DomainEvent):
+    """A customer opened a return for lines of a delivered order."""
+
+    return_id: str
+    order_id: str
+    customer_id: str
+    reason: str
+    lines: list[ReturnLine]
+    total_cents: NonNegativeInt
+
+
+class ReturnReceived(DomainEvent):
+    """The returned goods arrived at the warehouse."""
+
+
+class ReturnExpired(DomainEvent):
+    """The goods did not arrive before the deadline."""
+
+    reason: str
+
+
+class ReturnCancelled(DomainEvent):
+    """The return was cancelled (the saga compensated)."""
+
+    reason: str
+
+
+class ReturnRefunded(DomainEvent):
+    """The returned lines' value was refunded to the customer."""
+
+    payment_id: str
+    amount_cents: NonNegativeInt
+
+
+class ReturnCompleted(DomainEvent):
+    """Refunded and the customer notified: the return is closed."""
+
+
+class StockReturned(DomainEvent):
+    """Returned units went back into available stock (on the inventory stream)."""
+
+    return_id: str
+    order_id: str
+    quantity: PositiveInt
+
+
+class StockReturnReversed(DomainEvent):
+    """Restocked units of a return were taken out again (compensation)."""
+
+    return_id: str
+    order_id: str
+    quantity: PositiveInt

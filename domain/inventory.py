@@ -13,6 +13,8 @@ from domain.events import (
     StockAdded,
     StockReservationReleased,
     StockReserved,
+    StockReturned,
+    StockReturnReversed,
     StockSold,
     inventory_stream,
 )
@@ -45,6 +47,8 @@ class Inventory(Aggregate):
         self.reserved = 0
         self.sold = 0
         self.reservations: dict[str, Reservation] = {}
+        #: units restocked per return id (kept: a retried restock or reversal finds it)
+        self.returns: dict[str, Reservation] = {}
 
     @property
     def sku(self) -> str:
@@ -120,6 +124,29 @@ class Inventory(Aggregate):
             )
         )
 
+    def restock_return(self, return_id: str, order_id: str, quantity: int) -> None:
+        """Put ``quantity`` returned units back into available stock (once per return)."""
+        self._require_state("restock_return", "registered")
+        self._require_text("restock_return", "return_id", return_id)
+        self._require_positive("restock_return", "quantity", quantity)
+        if return_id in self.returns:
+            self._refuse("restock_return", f"return {return_id} is already restocked")
+        self._raise_event(StockReturned(return_id=return_id, order_id=order_id, quantity=quantity))
+
+    def reverse_return(self, return_id: str) -> None:
+        """Take a return's restocked units out again (compensation of the restock)."""
+        self._require_state("reverse_return", "registered")
+        restocked = self.returns.get(return_id)
+        if restocked is None:
+            self._refuse("reverse_return", f"return {return_id} was not restocked")
+        if restocked.quantity > self.available:
+            raise InsufficientStock(self.id, restocked.quantity, self.available)
+        self._raise_event(
+            StockReturnReversed(
+                return_id=return_id, order_id=restocked.order_id, quantity=restocked.quantity
+            )
+        )
+
     def _open_reservation(self, command: str, reservation_id: str) -> Reservation:
         self._require_state(command, "registered")
         reservation = self.reservations.get(reservation_id)
@@ -156,6 +183,14 @@ class Inventory(Aggregate):
                 del self.reservations[event.reservation_id]
                 self.reserved -= event.quantity
                 self.sold += event.quantity
+            case StockReturned():
+                self.returns[event.return_id] = Reservation(event.order_id, event.quantity)
+                self.stocked += event.quantity
+                self.available += event.quantity
+            case StockReturnReversed():
+                del self.returns[event.return_id]
+                self.stocked -= event.quantity
+                self.available -= event.quantity
             case _:
                 self._unknown_event(event)
 
@@ -172,6 +207,10 @@ class Inventory(Aggregate):
                 for rid, r in sorted(self.reservations.items())
             },
             "reserved": self.reserved,
+            "returns": {
+                rid: {"order_id": r.order_id, "quantity": r.quantity}
+                for rid, r in sorted(self.returns.items())
+            },
             "sold": self.sold,
             "stocked": self.stocked,
             "unit_price_cents": self.unit_price_cents,
@@ -186,6 +225,11 @@ class Inventory(Aggregate):
             for rid, r in state["reservations"].items()
         }
         self.reserved = state["reserved"]
+        # Why .get: snapshots taken before returns existed have no "returns" key.
+        self.returns = {
+            rid: Reservation(r["order_id"], r["quantity"])
+            for rid, r in state.get("returns", {}).items()
+        }
         self.sold = state["sold"]
         self.stocked = state["stocked"]
         self.unit_price_cents = state["unit_price_cents"]

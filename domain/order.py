@@ -12,6 +12,8 @@ from domain.events import (
     OrderDelivered,
     OrderItemAdded,
     OrderItemRemoved,
+    OrderReturnRegistered,
+    OrderReturnReleased,
     OrderShipped,
     OrderSubmitted,
     PaymentReceived,
@@ -51,6 +53,8 @@ class Order(Aggregate):
         self.tracking_number: str | None = None
         self.carrier: str | None = None
         self.cancel_reason: str | None = None
+        #: units claimed by each open or refunded return (released ones are dropped)
+        self.returns: dict[str, dict[str, int]] = {}
 
     @property
     def stream_id(self) -> str:
@@ -126,6 +130,50 @@ class Order(Aggregate):
         self._require_text("cancel", "reason", reason)
         self._raise_event(OrderCancelled(reason=reason))
 
+    def returned_units(self, sku: str) -> int:
+        """Units of ``sku`` claimed by this order's returns so far."""
+        return sum(lines.get(sku, 0) for lines in self.returns.values())
+
+    def returnable_units(self, sku: str) -> int:
+        """Units of ``sku`` that may still be returned (0 unless delivered)."""
+        line = self.lines.get(sku)
+        if line is None or self.status != "delivered":
+            return 0
+        return line.quantity - self.returned_units(sku)
+
+    def register_return(self, return_id: str, lines: dict[str, int]) -> None:
+        """Claim ``lines`` (sku -> units) for a return of the delivered order.
+
+        The rule: across all returns, the units returned per line never exceed the
+        units delivered.
+        """
+        self._require_state("return", "delivered")
+        self._require_text("return", "return_id", return_id)
+        if return_id in self.returns:
+            self._refuse("return", f"return {return_id} is already registered")
+        if not lines:
+            self._refuse("return", "a return needs at least one line")
+        for sku, quantity in sorted(lines.items()):
+            if sku not in self.lines:
+                self._refuse("return", f"sku {sku} is not on the order")
+            self._require_positive("return", f"quantity of {sku}", quantity)
+            returnable = self.returnable_units(sku)
+            if quantity > returnable:
+                self._refuse(
+                    "return",
+                    f"{quantity} units of {sku} exceed the {returnable} returnable "
+                    f"({self.lines[sku].quantity} delivered, {self.returned_units(sku)} "
+                    "already returned)",
+                )
+        self._raise_event(OrderReturnRegistered(return_id=return_id, lines=dict(lines)))
+
+    def release_return(self, return_id: str) -> None:
+        """Give a cancelled or expired return's units back to the returnable pool."""
+        self._require_state("release_return", "delivered")
+        if return_id not in self.returns:
+            self._refuse("release_return", f"return {return_id} is not registered")
+        self._raise_event(OrderReturnReleased(return_id=return_id))
+
     # --- state changes ------------------------------------------------------------
 
     def _when(self, event: DomainEvent) -> None:
@@ -154,6 +202,10 @@ class Order(Aggregate):
             case OrderCancelled():
                 self.status = "cancelled"
                 self.cancel_reason = event.reason
+            case OrderReturnRegistered():
+                self.returns[event.return_id] = dict(event.lines)
+            case OrderReturnReleased():
+                del self.returns[event.return_id]
             case _:
                 self._unknown_event(event)
 
@@ -174,6 +226,9 @@ class Order(Aggregate):
                 for sku, line in sorted(self.lines.items())
             },
             "payment_id": self.payment_id,
+            "returns": {
+                rid: dict(sorted(lines.items())) for rid, lines in sorted(self.returns.items())
+            },
             "status": self.status,
             "total_cents": self.total_cents,
             "tracking_number": self.tracking_number,
@@ -188,6 +243,8 @@ class Order(Aggregate):
             for sku, line in state["lines"].items()
         }
         self.payment_id = state["payment_id"]
+        # Why .get: snapshots taken before returns existed have no "returns" key.
+        self.returns = {rid: dict(lines) for rid, lines in state.get("returns", {}).items()}
         self.status = state["status"]
         self.total_cents = state["total_cents"]
         self.tracking_number = state["tracking_number"]

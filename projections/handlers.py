@@ -312,6 +312,65 @@ class ProductSalesProjection(Projection):
             )
 
 
+class ReturnSummaryProjection(_RowPerStream):
+    """``return_summary``: status, lines, total, refund and a timeline per return."""
+
+    name = "return_summary"
+    tables = ("return_summary",)
+    stream_types = frozenset({"Return"})
+    key = "return_id"
+    key_columns = ("return_id",)
+
+    def key_of(self, recorded: RecordedEvent, event: DomainEvent) -> str:
+        """Returns are keyed by the id in their stream name."""
+        return m.return_id_of(recorded)
+
+    def evolve(
+        self, row: dict[str, Any] | None, recorded: RecordedEvent, event: DomainEvent
+    ) -> dict[str, Any]:
+        """See ``models.evolve_return``."""
+        return m.evolve_return(row, recorded, event)
+
+
+class DailyReturnsProjection(Projection):
+    """``daily_returns``: returns opened (and units), expired, cancelled and refunded
+    (and cents) per UTC day."""
+
+    name = "daily_returns"
+    tables = ("daily_returns",)
+    stream_types = frozenset({"Return"})
+
+    async def apply(self, conn: Conn, tables: Mapping[str, str], pairs: Sequence[Pair]) -> None:
+        """Sum the batch per day, then add the sums in one statement."""
+        days: dict[date, m.DayReturns] = {}
+        for recorded, event in pairs:
+            m.returns_delta(days, recorded, event)
+        if not days:
+            return
+        query = sql.SQL(
+            """
+            INSERT INTO {t} AS t (day, opened, units, expired, cancelled, refunded,
+                                  refunded_cents)
+            VALUES (%s, %s, %s, %s, %s, %s, %s)
+            ON CONFLICT (day) DO UPDATE SET
+                opened = t.opened + EXCLUDED.opened,
+                units = t.units + EXCLUDED.units,
+                expired = t.expired + EXCLUDED.expired,
+                cancelled = t.cancelled + EXCLUDED.cancelled,
+                refunded = t.refunded + EXCLUDED.refunded,
+                refunded_cents = t.refunded_cents + EXCLUDED.refunded_cents
+            """
+        ).format(t=_t(tables, "daily_returns"))
+        async with conn.cursor() as cur:
+            await cur.executemany(
+                query,
+                [
+                    (d, r.opened, r.units, r.expired, r.cancelled, r.refunded, r.refunded_cents)
+                    for d, r in sorted(days.items())
+                ],
+            )
+
+
 def default_projections() -> list[Projection]:
     """Every read model sagaflow maintains, in the order they apply within a batch."""
     return [
@@ -321,6 +380,8 @@ def default_projections() -> list[Projection]:
         DailySalesProjection(),
         ProductSalesProjection(),
         SagaOutcomesProjection(),
+        ReturnSummaryProjection(),
+        DailyReturnsProjection(),
     ]
 
 

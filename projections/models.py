@@ -168,6 +168,10 @@ def stock_delta(delta: StockDelta, recorded: RecordedEvent, event: DomainEvent) 
         case ev.StockSold():
             delta.reserved -= event.quantity
             delta.sold += event.quantity
+        case ev.StockReturned():
+            delta.available += event.quantity
+        case ev.StockReturnReversed():
+            delta.available -= event.quantity
 
 
 def sku_of(recorded: RecordedEvent) -> str:
@@ -340,3 +344,93 @@ def recompute_analytics(
             key = recorded.stream_id
             orders[key] = product_sales_step(orders.get(key), products, recorded, event)
     return days, products
+
+
+# --- return_summary and daily_returns ---------------------------------------------------
+
+
+def return_id_of(recorded: RecordedEvent) -> str:
+    """The return id of a return stream ("return-<id>")."""
+    return recorded.stream_id.removeprefix("return-")
+
+
+_RETURN_STATUS: dict[type[DomainEvent], str] = {
+    ev.ReturnReceived: "received",
+    ev.ReturnExpired: "expired",
+    ev.ReturnCancelled: "cancelled",
+    ev.ReturnRefunded: "refunded",
+    ev.ReturnCompleted: "completed",
+}
+
+
+def evolve_return(row: Row | None, recorded: RecordedEvent, event: DomainEvent) -> Row:
+    """The return_summary row after ``event`` (``row`` is None before ReturnOpened)."""
+    at = recorded.recorded_at
+    if isinstance(event, ev.ReturnOpened):
+        if row is not None:
+            raise ProjectionError(f"return {event.return_id} opened twice")
+        return {
+            "return_id": event.return_id,
+            "order_id": event.order_id,
+            "customer_id": event.customer_id,
+            "status": "opened",
+            "reason": event.reason,
+            "lines": [line.model_dump(mode="json") for line in event.lines],
+            "total_cents": event.total_cents,
+            "refunded_cents": 0,
+            "close_reason": None,
+            "timeline": {"opened_at": at.isoformat()},
+            "version": recorded.version,
+            "updated_at": at,
+        }
+    if row is None:
+        raise ProjectionError(
+            f"{recorded.event_type} for unknown return {return_id_of(recorded)!r} "
+            f"(stream {recorded.stream_id} version {recorded.version})"
+        )
+    new = {**row, "version": recorded.version, "updated_at": at}
+    status = _RETURN_STATUS.get(type(event))
+    if status is not None:
+        new["status"] = status
+        new["timeline"] = {**row["timeline"], f"{status}_at": at.isoformat()}
+    if isinstance(event, ev.ReturnRefunded):
+        new["refunded_cents"] = event.amount_cents
+    elif isinstance(event, ev.ReturnExpired | ev.ReturnCancelled):
+        new["close_reason"] = event.reason
+    return new
+
+
+@dataclass
+class DayReturns:
+    """Counters to add to one day's daily_returns row."""
+
+    opened: int = 0
+    units: int = 0
+    expired: int = 0
+    cancelled: int = 0
+    refunded: int = 0
+    refunded_cents: int = 0
+
+
+def returns_delta(
+    days: dict[date, DayReturns], recorded: RecordedEvent, event: DomainEvent
+) -> None:
+    """Fold one return event into the per-day counters (opened and units on
+    ReturnOpened, refunds and their cents on ReturnRefunded)."""
+    if not isinstance(event, RETURN_EVENTS):
+        return
+    day = days.setdefault(day_of(recorded), DayReturns())
+    match event:
+        case ev.ReturnOpened():
+            day.opened += 1
+            day.units += sum(line.quantity for line in event.lines)
+        case ev.ReturnExpired():
+            day.expired += 1
+        case ev.ReturnCancelled():
+            day.cancelled += 1
+        case ev.ReturnRefunded():
+            day.refunded += 1
+            day.refunded_cents += event.amount_cents
+
+
+RETURN_EVENTS = (ev.ReturnOpened, ev.ReturnExpired, ev.ReturnCancelled, ev.ReturnRefunded)

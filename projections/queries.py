@@ -229,3 +229,19 @@ async def saga_outcome_counts(pool: AsyncConnectionPool) -> list[SagaOutcomeCoun
         entry = counts.setdefault(row["saga_type"], SagaOutcomeCounts(saga_type=row["saga_type"]))
         setattr(entry, row["status"], int(row["n"]))
     return list(counts.values())
+
+
+async def return_summary(pool: AsyncConnectionPool, return_id: str) -> dict[str, Any] | None:
+    """The return's summary row (JSON-safe), or None when not projected (yet)."""
+    rows = await _rows(pool, "SELECT * FROM return_summary WHERE return_id = %s", (return_id,))
+    if not rows:
+        return None
+    row = dict(rows[0])
+    row["updated_at"] = row["updated_at"].isoformat()
+    return row
+
+
+async def daily_returns(pool: AsyncConnectionPool) -> list[dict[str, Any]]:
+    """Returns per day, oldest first: opened, units, expired, cancelled, refunded (cents)."""
+    rows = await _rows(pool, "SELECT * FROM daily_returns ORDER BY day")
+    return [{**r, "day": r["day"].isoformat()} for r in rows]

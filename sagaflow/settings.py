@@ -72,6 +72,13 @@ class Settings(BaseSettings):
     saga_ship_deadline_s: float = Field(default=7 * 86400, gt=0, description="ship by, else cancel")
     saga_delivery_timeout_s: float = Field(default=60 * 86400, gt=0)
     order_max_lines: int = Field(default=50, ge=1, le=1000)
+    # Returns saga (passed in its input, like the order saga's knobs).
+    returns_receive_deadline_s: float = Field(
+        default=14 * 86400, gt=0, description="goods must arrive by, else the return expires"
+    )
+    returns_refund_retry_max_attempts: int = Field(
+        default=5, ge=1, description="refund attempts before the return compensates"
+    )
     order_max_units: int = Field(default=1000, ge=1)
     saga_local_activities: bool = Field(
         default=True, description="event-store steps as local activities (see worker.py)"

@@ -118,11 +118,13 @@ class UnknownSagaType(LookupError):
 def default_registry() -> SagaRegistry:
     """The saga types sagaflow ships: one line each."""
     from workflows.order_saga import ORDER, OrderSagaWorkflow
+    from workflows.returns_saga import RETURNS, ReturnSagaWorkflow
     from workflows.trip_saga import TRIP, TripSagaWorkflow
 
     return SagaRegistry(
         [
             SagaType(ORDER, OrderSagaWorkflow, "activities.order_saga:build_activities"),
+            SagaType(RETURNS, ReturnSagaWorkflow, "activities.returns:build_activities"),
             SagaType(TRIP, TripSagaWorkflow, "activities.trip:build_activities"),
         ]
     )

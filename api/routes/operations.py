@@ -22,6 +22,12 @@ async def daily_sales(c: Reader, limit: Limit = 31) -> list[dict[str, Any]]:
     return await operations.daily_sales(c.ctx, limit)
 
 
+@router.get("/analytics/daily-returns", tags=["analytics"])
+async def daily_returns(c: Reader, limit: Limit = 31) -> list[dict[str, Any]]:
+    """Returns opened, expired, cancelled and refunded (with amounts) per day."""
+    return await operations.daily_returns(c.ctx, limit)
+
+
 @router.get("/analytics/products", tags=["analytics"])
 async def product_sales(c: Reader, limit: Limit = 100) -> list[dict[str, Any]]:
     """Units and revenue per product, best first."""

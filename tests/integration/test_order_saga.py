@@ -111,7 +111,7 @@ async def test_happy_path_reserves_charges_creates_confirms_ships_and_delivers(
     figures = await check_invariants(store, STOCK, [order_id])
     assert figures["levels"] == {"A": (8, 0, 2), "B": (2, 0, 3)}
     assert figures["net_cents"] == 2750
-    await record_history(handle, "happy_path")
+    await record_history(handle, "order/happy_path")
 
 
 async def test_declined_payment_releases_every_reservation(
@@ -131,7 +131,7 @@ async def test_declined_payment_releases_every_reservation(
     assert (await event_types(store, saga_stream(order_id)))[-1] == "SagaCompensated"
     figures = await check_invariants(store, STOCK, [order_id])
     assert figures["levels"] == {"A": (10, 0, 0), "B": (5, 0, 0)}
-    await record_history(handle, "payment_declined")
+    await record_history(handle, "order/payment_declined")
 
 
 async def test_out_of_stock_on_the_second_line_releases_the_first_and_charges_nothing(
@@ -152,7 +152,7 @@ async def test_out_of_stock_on_the_second_line_releases_the_first_and_charges_no
     assert (await event_types(store, inventory_stream("B")))[-1] == "StockAdded"
     figures = await check_invariants(store, STOCK, [order_id])
     assert figures["levels"] == {"A": (10, 0, 0), "B": (5, 0, 0)}
-    await record_history(handle, "out_of_stock_second_line")
+    await record_history(handle, "order/out_of_stock_second_line")
 
 
 async def test_cancel_before_shipping_refunds_cancels_and_releases(
@@ -174,7 +174,7 @@ async def test_cancel_before_shipping_refunds_cancels_and_releases(
     figures = await check_invariants(store, STOCK, [order_id])
     assert figures["levels"]["A"] == (10, 0, 0)
     assert figures["net_cents"] == 0
-    await record_history(handle, "cancel_before_shipping")
+    await record_history(handle, "order/cancel_before_shipping")
 
 
 async def test_cancel_after_shipping_is_refused_and_changes_nothing(
@@ -205,7 +205,7 @@ async def test_cancel_after_shipping_is_refused_and_changes_nothing(
     assert result.status == "delivered"
     assert "OrderCancelled" not in await event_types(store, order_stream(order_id))
     await check_invariants(store, STOCK, [order_id])
-    await record_history(handle, "cancel_after_shipping_refused")
+    await record_history(handle, "order/cancel_after_shipping_refused")
 
 
 async def test_failed_compensation_is_parked_then_retried_by_update(
@@ -237,7 +237,7 @@ async def test_failed_compensation_is_parked_then_retried_by_update(
     ]  # fmt: skip
     figures = await check_invariants(store, STOCK, [order_id])
     assert figures["net_cents"] == 0
-    await record_history(handle, "compensation_parked_then_retried")
+    await record_history(handle, "order/compensation_parked_then_retried")
 
 
 async def test_activity_that_commits_then_fails_is_retried_without_duplicate_events(
@@ -275,7 +275,7 @@ async def test_activity_that_commits_then_fails_is_retried_without_duplicate_eve
         ]
         assert [e.event_type for e in reservations] == ["StockReserved", "StockReservationReleased"]
         if point == "reserve_stock":
-            await record_history(handle, "commit_then_fail")
+            await record_history(handle, "order/commit_then_fail")
     await check_invariants(
         store,
         STOCK,

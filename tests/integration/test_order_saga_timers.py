@@ -85,7 +85,7 @@ async def test_ship_deadline_expiry_cancels_refunds_and_releases(
     ]
     figures = await check_invariants(pg_store, STOCK, [order_id])
     assert figures["levels"]["A"] == (10, 0, 0)
-    await record_history(handle, "ship_deadline_expired")
+    await record_history(handle, "order/ship_deadline_expired")
 
 
 async def test_saga_waiting_days_for_shipment_completes_in_seconds(

@@ -25,7 +25,7 @@ from sagaflow.settings import Settings
 from workflows.client import get_status
 from workflows.models import SagaStatus
 
-HISTORIES = Path(__file__).parent / "histories" / "order"
+HISTORIES = Path(__file__).parent / "histories"
 RECORD_ENV = "SAGAFLOW_RECORD_HISTORIES"
 
 
@@ -108,5 +108,7 @@ async def record_history(handle: WorkflowHandle[Any, Any], name: str) -> None:
     if os.environ.get(RECORD_ENV) != "1":
         return
     history = await handle.fetch_history()
-    HISTORIES.mkdir(parents=True, exist_ok=True)
-    (HISTORIES / f"{name}.json").write_text(history.to_json())
+    target = HISTORIES / f"{name}.json"
+    # One folder per saga type (order/, returns/, trip/).
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(history.to_json())

@@ -117,5 +117,7 @@ def test_stream_ids_are_built_from_the_entity_id():
 
 
 def test_aggregate_types_are_keyed_by_stream_type():
-    expected = {"Order": Order, "Inventory": Inventory, "Payment": Payment}
+    from domain.returns import Return
+
+    expected = {"Order": Order, "Inventory": Inventory, "Payment": Payment, "Return": Return}
     assert expected == AGGREGATE_TYPES

@@ -57,7 +57,7 @@ async def dead_letters(ctx: Context, status: str | None) -> list[dict[str, Any]]
 
 async def parked_sagas(ctx: Context, limit: int) -> list[dict[str, Any]]:
     """Sagas with a parked compensation."""
-    rows = await queries.list_saga_outcomes(ctx.pool, status="parked", limit=limit)
+    rows = await queries.list_saga_outcomes(ctx.pool, status="compensation_parked", limit=limit)
     return [r.model_dump(mode="json") for r in rows]
 
 

@@ -70,7 +70,7 @@ async def refresh_gauges(c: Container) -> None:
         for saga_type, status, count, duration in await cur.fetchall():
             m.sagas.labels(saga_type, status).set(count)
             m.saga_duration.labels(saga_type, status).set(float(duration))
-            parked += count if status == "parked" else 0
+            parked += count if status == "compensation_parked" else 0
     m.parked_sagas.set(parked)
     m.temporal_backlog.set(await c.temporal_backlog())
     m.feed_horizon_held.set((await c.store.feed_status()).horizon_held_s)

@@ -147,3 +147,52 @@ class ResolutionOut(BaseModel):
     released: int
     still_parked: int
     new_dead_letter: str | None = None
+
+
+# --- sagas of every type -------------------------------------------------------------
+
+
+class SagaAccepted(BaseModel):
+    """A started saga: where to read it and the token that waits for the write."""
+
+    saga_id: str
+    saga_type: str
+    consistency_token: str
+    location: str
+
+
+class SagaCancelIn(_Input):
+    """Why the saga is cancelled."""
+
+    reason: str = Field(default="cancelled by request", min_length=1, max_length=500)
+
+
+class SagaActionOut(BaseModel):
+    """What a saga command did (``result``: the saga's or the step's status after it)."""
+
+    saga_id: str
+    result: str
+
+
+class BulkRetryIn(_Input):
+    """Which parked steps to retry (all of them by default), and a note for the log."""
+
+    saga_type: str | None = Field(default=None, min_length=1, max_length=100)
+    step: str | None = Field(default=None, min_length=1, max_length=100)
+    note: str = Field(default="", max_length=500)
+
+
+class BulkRetryItem(BaseModel):
+    """One retried parked step and what came of it."""
+
+    saga_id: str
+    step: str
+    result: str
+    detail: str | None = None
+
+
+class BulkRetryOut(BaseModel):
+    """The parked steps retried and their results."""
+
+    retried: int
+    results: list[BulkRetryItem]

@@ -116,8 +116,13 @@ class SagaOutcome(BaseModel):
 
 
 class SagaOutcomeCounts(BaseModel):
-    """Saga outcomes per status for one saga type (``parked``: compensation_parked;
-    ``statuses`` has every status the type reported, its own ones included)."""
+    """Saga outcomes per status for one saga type.
+
+    ``parked`` counts ``compensation_parked``; ``completed`` counts every status a
+    saga reaches after its forward steps (``completed``, or its own flow's, like the
+    order saga's ``awaiting_shipment``/``shipped``/``delivered``); ``statuses`` has
+    each status as reported.
+    """
 
     saga_type: str
     running: int = 0
@@ -308,6 +313,14 @@ async def parked_counts(pool: AsyncConnectionPool) -> list[ParkedCounts]:
     return [ParkedCounts.model_validate(r) for r in rows]
 
 
+_COUNTED = {
+    "running": "running",
+    "compensating": "compensating",
+    "compensated": "compensated",
+    "compensation_parked": "parked",
+}
+
+
 async def saga_outcome_counts(pool: AsyncConnectionPool) -> list[SagaOutcomeCounts]:
     """Completed, compensated, parked (and running) sagas per saga type."""
     rows = await _rows(
@@ -319,7 +332,6 @@ async def saga_outcome_counts(pool: AsyncConnectionPool) -> list[SagaOutcomeCoun
         entry = counts.setdefault(row["saga_type"], SagaOutcomeCounts(saga_type=row["saga_type"]))
         status, n = row["status"], int(row["n"])
         entry.statuses[status] = n
-        field = "parked" if status == "compensation_parked" else status
-        if field in SagaOutcomeCounts.model_fields and field not in ("saga_type", "statuses"):
-            setattr(entry, field, n)
+        field = _COUNTED.get(status, "completed")
+        setattr(entry, field, getattr(entry, field) + n)
     return list(counts.values())

@@ -177,8 +177,12 @@ class SagaActionOut(BaseModel):
 class BulkRetryIn(_Input):
     """Which parked steps to retry (all of them by default), and a note for the log."""
 
-    saga_type: str | None = Field(default=None, min_length=1, max_length=100)
-    step: str | None = Field(default=None, min_length=1, max_length=100)
+    saga_type: str | None = Field(
+        default=None, min_length=1, max_length=100, pattern=r"^[^\x00-\x1f\x7f]+$"
+    )
+    step: str | None = Field(
+        default=None, min_length=1, max_length=100, pattern=r"^[^\x00-\x1f\x7f]+$"
+    )
     note: str = Field(default="", max_length=500)
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import uuid
 from collections.abc import Awaitable
 from dataclasses import dataclass
@@ -91,6 +92,9 @@ def _describe(t: SagaType) -> dict[str, Any]:
 
 def parse_input(ctx: Context, t: SagaType, payload: Any) -> Any:
     """The type's input model built from ``payload``; InvalidInput (422) names the fields."""
+    if "\\u0000" in json.dumps(payload, default=str):
+        # PostgreSQL's jsonb cannot store NUL: refuse it before the saga starts.
+        raise InvalidInput([("body", "text may not contain NUL characters")])
     try:
         value: Any = TypeAdapter(t.definition.input).validate_python(payload)
     except ValidationError as exc:

@@ -23,8 +23,11 @@ from application import sagas
 
 router = APIRouter(tags=["sagas"], responses=PROBLEM_RESPONSES)
 
-TypeName = Annotated[str, Query(alias="type", min_length=1, max_length=100)]
-StepName = Annotated[str, Query(min_length=1, max_length=100)]
+# Why a pattern on free-text filters: PostgreSQL text cannot hold NUL (nor should a
+# filter hold control characters); refuse them as 422 rather than fail in the query.
+PRINTABLE = r"^[^\x00-\x1f\x7f]+$"
+TypeName = Annotated[str, Query(alias="type", min_length=1, max_length=100, pattern=PRINTABLE)]
+StepName = Annotated[str, Query(min_length=1, max_length=100, pattern=PRINTABLE)]
 IdempotencyKey = Annotated[
     str | None,
     Header(
@@ -90,9 +93,10 @@ async def start_saga(
 async def list_sagas(
     c: Reader,
     saga_type: TypeName | None = None,
-    status: Annotated[str | None, Query(min_length=1, max_length=100)] = None,
+    status: Annotated[str | None, Query(min_length=1, max_length=100, pattern=PRINTABLE)] = None,
     key: Annotated[
-        str | None, Query(min_length=3, max_length=300, description="Name:value")
+        str | None,
+        Query(min_length=3, max_length=300, pattern=PRINTABLE, description="Name:value"),
     ] = None,
     page: Annotated[int, Query(ge=1, le=100_000)] = 1,
     page_size: Annotated[int, Query(ge=1, le=200)] = 50,

@@ -19,6 +19,7 @@ def build_activities(deps: ActivityDeps) -> list[Callable[..., Any]]:
         latency_ms=s.payment_latency_ms,
         decline_rate=s.payment_decline_rate,
         transient_error_rate=s.payment_transient_error_rate,
+        refund_outage_file=s.payment_refund_outage_file,
     )
     snap, faults = s.snapshot_every, deps.faults
     inventory = InventoryActivities(deps.store, snapshot_every=snap, faults=faults)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
 from collections import Counter
 from dataclasses import dataclass
 from typing import Protocol
@@ -69,8 +70,10 @@ class SimulatedPaymentProvider:
         latency_ms: float = 0.0,
         decline_rate: float = 0.0,
         transient_error_rate: float = 0.0,
+        refund_outage_file: str = "",
     ) -> None:
         self.latency_ms = latency_ms
+        self.refund_outage_file = refund_outage_file
         self.decline_rate = decline_rate
         self.transient_error_rate = transient_error_rate
         self._calls: Counter[str] = Counter()
@@ -97,7 +100,11 @@ class SimulatedPaymentProvider:
         return ProviderDecision(True, payment_id)
 
     async def refund(self, *, payment_id: str, amount_cents: int, idempotency_key: str) -> None:
-        """Refunds always succeed unless a transient error is drawn."""
+        """Refunds succeed unless a transient error is drawn or the outage file exists
+        (a drill: refunds park until the file goes, then a retry succeeds)."""
+        # One stat of a local file: cheaper than a thread hop, so not offloaded.
+        if self.refund_outage_file and os.path.exists(self.refund_outage_file):  # noqa: ASYNC240
+            raise TransientProviderError("simulated refund outage")
         await self._call(payment_id, idempotency_key)
 
 

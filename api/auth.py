@@ -7,6 +7,7 @@ refuse the default dev key outside development.
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 from dataclasses import dataclass
 from enum import StrEnum
@@ -35,16 +36,24 @@ class KeyRing:
     """The configured keys and their scopes."""
 
     def __init__(self, settings: Settings) -> None:
-        keys: dict[bytes, frozenset[Scope]] = {
-            key.encode(): frozenset(Scope(s.strip()) for s in scopes.split(",") if s.strip())
+        keys: dict[bytes, tuple[str, frozenset[Scope]]] = {
+            key.encode(): (
+                principal_of(key),
+                frozenset(Scope(s.strip()) for s in scopes.split(",") if s.strip()),
+            )
             for key, scopes in settings.api_keys.items()
         }
         if settings.environment is Environment.DEVELOPMENT or settings.dev_api_key:
-            keys[settings.dev_api_key.get_secret_value().encode()] = frozenset(Scope)
+            keys[settings.dev_api_key.get_secret_value().encode()] = ("dev", frozenset(Scope))
         self._keys = list(keys.items())
 
     def scopes_of(self, presented: str | None) -> frozenset[Scope] | None:
-        """The scopes of a presented key, or None when unknown.
+        """The scopes of a presented key, or None when unknown."""
+        found = self.identify(presented)
+        return None if found is None else found[1]
+
+    def identify(self, presented: str | None) -> tuple[str, frozenset[Scope]] | None:
+        """The principal and scopes of a presented key, or None when unknown.
 
         Why every key is compared: stopping at the first match would leak, through
         timing, how many keys precede the one presented.
@@ -52,11 +61,20 @@ class KeyRing:
         if not presented:
             return None
         candidate = presented.encode()
-        found: frozenset[Scope] | None = None
-        for key, scopes in self._keys:
+        found: tuple[str, frozenset[Scope]] | None = None
+        for key, identity in self._keys:
             if hmac.compare_digest(key, candidate):
-                found = scopes
+                found = identity
         return found
+
+
+def principal_of(key: str) -> str:
+    """The name recorded for a configured key: ``key:`` and a short digest of it.
+
+    Why a digest: keys carry no names in settings, and the key itself must never
+    reach the journal; the digest tells operators' keys apart in the audit trail.
+    """
+    return "key:" + hashlib.sha256(key.encode()).hexdigest()[:12]
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +83,9 @@ class Caller:
 
     scopes: frozenset[Scope]
     container: Container
+    principal: str = "anonymous"
+    """Who the key belongs to (``dev`` or ``key:<digest>``), recorded with operator
+    actions."""
 
     @property
     def ctx(self) -> Context:
@@ -100,14 +121,15 @@ class KeyAuth(APIKeyHeader):
     async def __call__(self, request: Request) -> Caller:  # type: ignore[override]
         container = request.app.state.container
         presented = request.headers.get("x-api-key")
-        scopes = container.keys.scopes_of(presented)
-        if scopes is None:
+        identity = container.keys.identify(presented)
+        if identity is None:
             raise ApiError(
                 401,
                 "unauthorized",
                 "missing API key" if not presented else "unknown API key",
                 headers={"WWW-Authenticate": "ApiKey"},
             )
+        principal, scopes = identity
         if self.scope not in scopes and Scope.ADMIN not in scopes:
             raise ApiError(403, "forbidden", f"this API key lacks the {self.scope.value!r} scope")
-        return Caller(scopes, container)
+        return Caller(scopes, container, principal)

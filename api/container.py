@@ -64,6 +64,18 @@ class Metrics:
         self.parked_sagas = Gauge(
             "sagaflow_parked_sagas", "sagas waiting for an operator", registry=r
         )
+        self.parked_steps = Gauge(
+            "sagaflow_parked_steps",
+            "steps parked for an operator (the inbox), by saga type",
+            ["saga_type"],
+            registry=r,
+        )
+        self.escalated_steps = Gauge(
+            "sagaflow_escalated_steps",
+            "parked steps past the escalation bound (saga_escalate_after_s), by saga type",
+            ["saga_type"],
+            registry=r,
+        )
         self.temporal_backlog = Gauge(
             "sagaflow_temporal_task_queue_backlog",
             "approximate workflow task backlog of the task queue",

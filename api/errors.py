@@ -25,6 +25,7 @@ from application.errors import (
     DeadLetterNotResolved,
     IdempotencyKeyReused,
     InvalidConsistencyToken,
+    InvalidInput,
     NotFound,
     NotVisibleYet,
     Refused,
@@ -109,6 +110,8 @@ def application_problem(exc: ApplicationError) -> tuple[int, str]:
             return 409, "idempotency key reused"
         case DeadLetterNotResolved():
             return 409, "dead letter not resolved"
+        case InvalidInput():
+            return 422, "invalid input"
         case InvalidConsistencyToken():
             return 422, "invalid consistency token"
         case Unavailable(what=what):
@@ -125,6 +128,9 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(ApplicationError)
     async def _application_error(_: Request, exc: ApplicationError) -> JSONResponse:
+        if isinstance(exc, InvalidInput):
+            errors = [FieldProblem(field=f, message=m) for f, m in exc.problems]
+            return problem_response(422, "invalid input", str(exc), errors)
         status, title = application_problem(exc)
         return problem_response(status, title, str(exc))
 

@@ -12,7 +12,7 @@ from fastapi import FastAPI
 
 from api.container import Container
 from api.errors import install_error_handlers, problem_response
-from api.routes import health, operations, orders, products, returns
+from api.routes import health, operations, orders, products, returns, sagas
 from eventstore.postgres import PostgresEventStore
 from sagaflow.clients import connect_temporal
 from sagaflow.settings import Settings, SettingsError
@@ -101,7 +101,7 @@ def create_app(settings: Settings) -> FastAPI:
         lifespan=lifespan,
     )
     install_error_handlers(app)
-    for module in (orders, returns, products, operations, health):
+    for module in (orders, returns, products, sagas, operations, health):
         app.include_router(module.router)
     app.add_middleware(BodyLimit, max_bytes=settings.api_max_body_bytes)
     return app

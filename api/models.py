@@ -183,3 +183,56 @@ class ReturnCommandResult(BaseModel):
 
     return_id: str
     result: str
+
+
+# --- sagas of every type -------------------------------------------------------------
+
+
+class SagaAccepted(BaseModel):
+    """A started saga: where to read it and the token that waits for the write."""
+
+    saga_id: str
+    saga_type: str
+    consistency_token: str
+    location: str
+
+
+class SagaCancelIn(_Input):
+    """Why the saga is cancelled."""
+
+    reason: str = Field(default="cancelled by request", min_length=1, max_length=500)
+
+
+class SagaActionOut(BaseModel):
+    """What a saga command did (``result``: the saga's or the step's status after it)."""
+
+    saga_id: str
+    result: str
+
+
+class BulkRetryIn(_Input):
+    """Which parked steps to retry (all of them by default), and a note for the log."""
+
+    saga_type: str | None = Field(
+        default=None, min_length=1, max_length=100, pattern=r"^[^\x00-\x1f\x7f]+$"
+    )
+    step: str | None = Field(
+        default=None, min_length=1, max_length=100, pattern=r"^[^\x00-\x1f\x7f]+$"
+    )
+    note: str = Field(default="", max_length=500)
+
+
+class BulkRetryItem(BaseModel):
+    """One retried parked step and what came of it."""
+
+    saga_id: str
+    step: str
+    result: str
+    detail: str | None = None
+
+
+class BulkRetryOut(BaseModel):
+    """The parked steps retried and their results."""
+
+    retried: int
+    results: list[BulkRetryItem]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from temporalio.client import Client
@@ -10,11 +10,13 @@ from temporalio.client import Client
 from application.errors import Unavailable
 from eventstore import EventStore
 from sagaflow.settings import Settings
+from workflows.registry import SagaRegistry, default_registry
 
 
 @dataclass
 class Context:
-    """Settings, the event store and (when connected) the Temporal client of a process.
+    """Settings, the event store, the saga registry and (when connected) the Temporal
+    client of a process.
 
     ``temporal`` may be None: the read side still works, and a use case that needs
     the workflow service raises :class:`Unavailable`.
@@ -23,6 +25,8 @@ class Context:
     settings: Settings
     store: EventStore
     temporal: Client | None = None
+    registry: SagaRegistry = field(default_factory=default_registry)
+    """The saga types this process knows (the API's generic routes, the CLI)."""
 
     @property
     def pool(self) -> Any:

@@ -54,3 +54,23 @@ class Unavailable(ApplicationError):
     def __init__(self, what: str, detail: str) -> None:
         self.what = what
         super().__init__(detail)
+
+
+class UnknownSagaType(NotFound):
+    """No saga type of this name is registered; the message names the known ones."""
+
+    def __init__(self, name: str, known: list[str]) -> None:
+        super().__init__("saga type", name)
+        self.known = known
+        self.args = (f"unknown saga type {name!r}; known types: {', '.join(known) or 'none'}",)
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+class InvalidInput(ApplicationError):
+    """A saga input that does not fit its type's model; ``problems`` are (field, message)."""
+
+    def __init__(self, problems: list[tuple[str, str]]) -> None:
+        self.problems = problems
+        super().__init__("the input has invalid fields: " + ", ".join(f for f, _ in problems))

@@ -1,5 +1,5 @@
-"""Operator use cases: parked compensations (retry, resolve), dead letters (replay,
-skip), and the analytics an operator looks at before acting."""
+"""Operator use cases: dead letters (replay, skip) and the analytics an operator looks
+at before acting (parked compensations: ``application.sagas``)."""
 
 from __future__ import annotations
 
@@ -8,24 +8,8 @@ from typing import Any
 
 from application.context import Context
 from application.errors import DeadLetterNotResolved, NotFound
-from application.orders import steer
 from projections import deadletters, queries
 from projections.handlers import default_projections
-from workflows import client as sagas
-
-
-async def retry_compensation(
-    ctx: Context, saga_id: str, step: str, note: str = ""
-) -> dict[str, str]:
-    """Retry a parked compensation now; the result is its status after the attempt."""
-    client = ctx.require_temporal()
-    return await steer(saga_id, sagas.retry_compensation(client, saga_id, step, note))
-
-
-async def resolve_compensation(ctx: Context, saga_id: str, step: str, note: str) -> dict[str, str]:
-    """Mark a parked compensation done by hand (the note says how)."""
-    client = ctx.require_temporal()
-    return await steer(saga_id, sagas.resolve_compensation(client, saga_id, step, note))
 
 
 async def replay_dead_letter(ctx: Context, dead_letter_id: int) -> deadletters.Resolution:
@@ -53,12 +37,6 @@ async def dead_letters(ctx: Context, status: str | None) -> list[dict[str, Any]]
     """Dead letters of the projector (all of them when ``status`` is None)."""
     rows = await deadletters.list_dead_letters(ctx.pool, status=status)
     return [_jsonable(dataclasses.asdict(r)) for r in rows]
-
-
-async def parked_sagas(ctx: Context, limit: int) -> list[dict[str, Any]]:
-    """Sagas with a parked compensation."""
-    rows = await queries.list_saga_outcomes(ctx.pool, status="parked", limit=limit)
-    return [r.model_dump(mode="json") for r in rows]
 
 
 async def daily_sales(ctx: Context, limit: int) -> list[dict[str, Any]]:

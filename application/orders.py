@@ -44,7 +44,8 @@ from workflows.models import (
     SagaOptions,
     SagaRecord,
 )
-from workflows.order_saga import OrderSagaWorkflow
+from workflows.order_saga import ORDER, OrderSagaWorkflow
+from workflows.visibility import input_keys
 
 IDEMPOTENCY_NAMESPACE = uuid.UUID("6f1c1d3e-8a44-4d53-9a3c-5a0e3f4d2b10")
 """Order ids derived from Idempotency-Keys: ``uuid5(IDEMPOTENCY_NAMESPACE, key)``."""
@@ -162,21 +163,29 @@ async def place_order(
     claimed = False
     if idempotency_key:
         body = {"customer_id": customer_id, "lines": [list(line) for line in lines]}
-        claimed = await _claim_key(ctx, idempotency_key, request_hash(body), order_id)
+        claimed = await claim_idempotency_key(ctx, idempotency_key, request_hash(body), order_id)
+    order_input = saga_input(cmd, ctx.settings, user_id=user_id)
     try:
-        await sagas.start_order_saga(
-            client, ctx.settings, saga_input(cmd, ctx.settings, user_id=user_id)
-        )
+        await sagas.start_order_saga(client, ctx.settings, order_input)
     except Exception:
         if claimed:
             # Nothing started: free the key so a corrected retry may use it.
-            await _release_key(ctx, idempotency_key or "")
+            await release_idempotency_key(ctx, idempotency_key or "")
         raise
-    token = await _saga_started_token(ctx.store, order_id, user_id)
+    token = await saga_started_token(
+        ctx.store,
+        saga_id=order_id,
+        saga_type=ORDER_SAGA,
+        keys=input_keys(ORDER, order_input),
+        order_id=order_id,
+        user_id=user_id,
+    )
     return OrderPlaced(order_id=order_id, consistency_token=token)
 
 
-async def _claim_key(ctx: Context, key: str, body_hash: str, order_id: str) -> bool:
+async def claim_idempotency_key(ctx: Context, key: str, body_hash: str, order_id: str) -> bool:
+    """Claim ``key`` for a resource; False when already claimed with the same body
+    (a retry), IdempotencyKeyReused when claimed with another."""
     async with ctx.pool.connection() as conn:
         cur = await conn.execute(
             "INSERT INTO api_idempotency_keys (key, request_hash, resource_id) "
@@ -194,31 +203,48 @@ async def _claim_key(ctx: Context, key: str, body_hash: str, order_id: str) -> b
     return False
 
 
-async def _release_key(ctx: Context, key: str) -> None:
+async def release_idempotency_key(ctx: Context, key: str) -> None:
+    """Free a claimed key (nothing started under it)."""
     async with ctx.pool.connection() as conn:
         await conn.execute("DELETE FROM api_idempotency_keys WHERE key = %s", (key,))
 
 
-async def _saga_started_token(store: EventStore, order_id: str, user_id: str) -> str:
+async def saga_started_token(
+    store: EventStore,
+    *,
+    saga_id: str,
+    saga_type: str,
+    keys: dict[str, str],
+    order_id: str | None = None,
+    user_id: str = "",
+) -> str:
+    """Append the saga's SagaStarted (a no-op when the journal was first) and return
+    the consistency token of that write."""
     # Why SagaStarted is appended here too: the client needs a store position at
     # once. The event id is the one the saga's journal uses (workflow id,
-    # "journal", seq 1), so whichever append comes second is a no-op.
+    # "journal", seq 1), so whichever append comes second is a no-op; the data is
+    # the journal's own (same keys), so the read model is the same either way.
     event = saga_event(
         SagaRecord(
-            saga_id=order_id, saga_type=ORDER_SAGA, kind="SagaStarted", seq=1, order_id=order_id
+            saga_id=saga_id,
+            saga_type=saga_type,
+            kind="SagaStarted",
+            seq=1,
+            order_id=order_id,
+            keys=keys,
         )
     )
     result = await store.append(
-        saga_stream(order_id),
+        saga_stream(saga_id),
         [
             NewEvent(
                 event,
-                event_id=deterministic_event_id(order_id, "journal", 1),
+                event_id=deterministic_event_id(saga_id, "journal", 1),
                 metadata={
-                    "correlation_id": order_id,
+                    "correlation_id": saga_id,
                     "causation_id": "api",
                     "user_id": user_id,
-                    "workflow_id": order_id,
+                    "workflow_id": saga_id,
                     "activity_id": "",
                 },
             )
@@ -227,7 +253,7 @@ async def _saga_started_token(store: EventStore, order_id: str, user_id: str) ->
         stream_type="Saga",
     )
     return ConsistencyToken.encode(
-        result.global_positions[0], saga_stream(order_id), result.first_version
+        result.global_positions[0], saga_stream(saga_id), result.first_version
     )
 
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from application.context import Context
 from application.errors import IdempotencyKeyReused, NotFound, Refused
-from application.orders import _claim_key, _release_key, request_hash
+from application.orders import claim_idempotency_key, release_idempotency_key, request_hash
 from domain.errors import InvalidCommand
 from domain.order import Order
 from eventstore import Repository
@@ -147,7 +147,7 @@ async def open_return(
         return_id = str(uuid.uuid5(RETURN_NAMESPACE, f"{order_id}/{idempotency_key}"))
     else:
         return_id = str(uuid.uuid4())
-    claimed = await _claim_key(ctx, key, body_hash, return_id) if key else False
+    claimed = await claim_idempotency_key(ctx, key, body_hash, return_id) if key else False
     saga_input = ReturnSagaInput(
         return_id=return_id,
         order_id=order_id,
@@ -167,7 +167,7 @@ async def open_return(
         )
     except Exception:
         if claimed:
-            await _release_key(ctx, key)
+            await release_idempotency_key(ctx, key)
         raise
     return ReturnOpened(return_id=return_id, order_id=order_id)
 

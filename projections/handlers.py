@@ -164,7 +164,8 @@ class CustomerOrdersProjection(_RowPerStream):
 
 
 class SagaOutcomesProjection(_RowPerStream):
-    """``saga_outcomes``: each saga's outcome (running, completed, compensated, parked)."""
+    """``saga_outcomes``, the saga read model: one row per saga of every type (status,
+    current step, business keys, failure, the parked inbox entries)."""
 
     name = "saga_outcomes"
     tables = ("saga_outcomes",)
@@ -183,8 +184,8 @@ class SagaOutcomesProjection(_RowPerStream):
         return m.evolve_saga(row, recorded, event)
 
     def interested(self, event: DomainEvent) -> bool:
-        """Step completions and retries do not change the outcome."""
-        return type(event).__name__ not in ("SagaStepCompleted", "CompensationRetried")
+        """A retry request changes nothing visible (its outcome is the next event)."""
+        return type(event).__name__ != "CompensationRetried"
 
 
 class InventoryLevelsProjection(Projection):

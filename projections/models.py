@@ -291,18 +291,45 @@ def _count_lines(deltas: dict[str, ProductDelta], lines: list[Row], sign: int) -
 # --- saga_outcomes ---------------------------------------------------------------------
 
 
+SAGA_PARKED = "compensation_parked"
+"""The read model's status while any compensation (or forward step) waits for an operator."""
+
+
+def _iso(at: datetime) -> str:
+    return at.isoformat()
+
+
+def _without(parked: list[Row], step: str) -> list[Row]:
+    return [p for p in parked if p["step"] != step]
+
+
 def evolve_saga(row: Row | None, recorded: RecordedEvent, event: DomainEvent) -> Row:
-    """The saga_outcomes row after ``event``: running → completed | compensated, or
-    parked while a compensation waits for an operator."""
+    """The saga read-model row after ``event``.
+
+    ``status``: running → current step advances → completed (or the status the saga
+    reports, e.g. ``awaiting_shipment``) → its own statuses (``SagaStatusChanged``);
+    or compensating → ``compensation_parked`` while ``parked`` lists entries
+    ``{step, phase, error, parked_at, escalated}`` → compensated. ``parked_steps`` and
+    ``escalated_steps`` mirror the list by name (the analytics and the inbox filter).
+    """
     at = recorded.recorded_at
     if isinstance(event, sev.SagaStarted):
+        if row is not None:
+            # The API appends SagaStarted with the journal's event id, so this is
+            # the same fact seen twice only if the ids differ: keep the first row.
+            return {**row, "keys": row.get("keys") or dict(event.keys)}
         return {
             "saga_id": event.saga_id,
             "saga_type": event.saga_type,
             "order_id": event.order_id,
             "status": "running",
             "reason": None,
+            "failure": None,
+            "current_step": "",
+            "keys": dict(event.keys),
+            "parked": [],
             "parked_steps": [],
+            "escalated_steps": [],
             "started_at": at,
             "updated_at": at,
         }
@@ -312,22 +339,46 @@ def evolve_saga(row: Row | None, recorded: RecordedEvent, event: DomainEvent) ->
             f"version {recorded.version})"
         )
     new = {**row, "updated_at": at}
+    parked: list[Row] = list(row.get("parked") or [])
     match event:
+        case sev.SagaStepCompleted():
+            new["current_step"] = event.step
         case sev.SagaCompleted():
-            new["status"] = "completed"
+            new["status"] = event.status or "completed"
+        case sev.SagaStatusChanged():
+            new["status"] = event.status
+            if event.step:
+                new["current_step"] = event.step
+        case sev.CompensationParked() | sev.StepParked():
+            phase = "forward" if isinstance(event, sev.StepParked) else "compensation"
+            entry = {
+                "step": event.step,
+                "phase": phase,
+                "error": event.error,
+                # A retry that fails again parks anew: the wait restarts.
+                "parked_at": _iso(at),
+                "escalated": False,
+            }
+            parked = [*_without(parked, event.step), entry]
+            new["status"] = SAGA_PARKED
+            new["failure"] = event.error
+        case sev.CompensationResolved() | sev.CompensationSkipped():
+            was = next((p for p in parked if p["step"] == event.step), None)
+            parked = _without(parked, event.step)
+            if not parked and row["status"] == SAGA_PARKED:
+                # A forward step unblocked goes on forward (its next status event
+                # says where); an undone compensation resumes the compensation.
+                forward = was is not None and was["phase"] == "forward"
+                new["status"] = "running" if forward else "compensating"
+        case sev.CompensationEscalated():
+            parked = [{**p, "escalated": True} if p["step"] == event.step else p for p in parked]
         case sev.SagaCompensated():
             new["reason"] = event.reason
-            new["status"] = "parked" if row["parked_steps"] else "compensated"
-        case sev.CompensationParked():
-            steps = [s for s in row["parked_steps"] if s != event.step]
-            new["parked_steps"] = [*steps, event.step]
-            new["status"] = "parked"
-            new["reason"] = event.error
-        case sev.CompensationResolved():
-            steps = [s for s in row["parked_steps"] if s != event.step]
-            new["parked_steps"] = steps
-            if not steps and row["status"] == "parked":
-                new["status"] = "compensating"
+            new["failure"] = new.get("failure") or event.reason
+            new["status"] = SAGA_PARKED if parked else "compensated"
+    new["parked"] = parked
+    new["parked_steps"] = [p["step"] for p in parked]
+    new["escalated_steps"] = [p["step"] for p in parked if p["escalated"]]
     return new
 
 

@@ -11,6 +11,7 @@ from datetime import date, datetime
 from typing import Any
 
 from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 from pydantic import BaseModel
 
@@ -86,21 +87,42 @@ class ProductSales(BaseModel):
     revenue_cents: int
 
 
+class ParkedStep(BaseModel):
+    """One step waiting for an operator: a compensation, or a forward step after the pivot."""
+
+    step: str
+    phase: str
+    error: str
+    parked_at: datetime
+    escalated: bool = False
+
+
 class SagaOutcome(BaseModel):
-    """How one saga went."""
+    """One saga in the saga read model."""
 
     saga_id: str
     saga_type: str
     order_id: str | None
     status: str
+    current_step: str = ""
+    keys: dict[str, str] = {}
     reason: str | None
+    failure: str | None = None
+    parked: list[ParkedStep] = []
     parked_steps: list[str]
+    escalated_steps: list[str] = []
     started_at: datetime
     updated_at: datetime
 
 
 class SagaOutcomeCounts(BaseModel):
-    """Saga outcomes per status for one saga type."""
+    """Saga outcomes per status for one saga type.
+
+    ``parked`` counts ``compensation_parked``; ``completed`` counts every status a
+    saga reaches after its forward steps (``completed``, or its own flow's, like the
+    order saga's ``awaiting_shipment``/``shipped``/``delivered``); ``statuses`` has
+    each status as reported.
+    """
 
     saga_type: str
     running: int = 0
@@ -108,6 +130,29 @@ class SagaOutcomeCounts(BaseModel):
     compensating: int = 0
     compensated: int = 0
     parked: int = 0
+    statuses: dict[str, int] = {}
+
+
+class InboxEntry(BaseModel):
+    """A parked step in the fleet-wide inbox, with how long it has waited."""
+
+    saga_id: str
+    saga_type: str
+    keys: dict[str, str]
+    step: str
+    phase: str
+    error: str
+    parked_at: datetime
+    waited_s: float
+    escalated: bool
+
+
+class ParkedCounts(BaseModel):
+    """Parked and escalated steps of one saga type (the /metrics gauges)."""
+
+    saga_type: str
+    parked: int
+    escalated: int
 
 
 async def _rows(pool: AsyncConnectionPool, query: str, params: Any = None) -> list[dict[str, Any]]:
@@ -206,16 +251,74 @@ async def get_saga_outcome(pool: AsyncConnectionPool, saga_id: str) -> SagaOutco
 
 
 async def list_saga_outcomes(
-    pool: AsyncConnectionPool, *, status: str | None = None, limit: int = 100
+    pool: AsyncConnectionPool,
+    *,
+    status: str | None = None,
+    saga_type: str | None = None,
+    key: tuple[str, str] | None = None,
+    limit: int = 100,
+    offset: int = 0,
 ) -> list[SagaOutcome]:
-    """Sagas, most recently changed first, optionally of one status (e.g. ``parked``)."""
+    """Sagas, most recently changed first, filtered by status, type and one business
+    key (``(name, value)``, matched by the GIN index on ``keys``)."""
     rows = await _rows(
         pool,
         "SELECT * FROM saga_outcomes WHERE (%(status)s::text IS NULL OR status = %(status)s) "
-        "ORDER BY updated_at DESC, saga_id LIMIT %(limit)s",
-        {"status": status, "limit": limit},
+        "AND (%(type)s::text IS NULL OR saga_type = %(type)s) "
+        "AND (%(key)s::jsonb IS NULL OR keys @> %(key)s::jsonb) "
+        "ORDER BY updated_at DESC, saga_id LIMIT %(limit)s OFFSET %(offset)s",
+        {
+            "status": status,
+            "type": saga_type,
+            "key": Jsonb({key[0]: key[1]}) if key else None,
+            "limit": limit,
+            "offset": offset,
+        },
     )
     return [SagaOutcome.model_validate(r) for r in rows]
+
+
+async def parked_inbox(
+    pool: AsyncConnectionPool,
+    *,
+    saga_type: str | None = None,
+    step: str | None = None,
+    limit: int = 1000,
+) -> list[InboxEntry]:
+    """Every parked step of every saga type, longest waiting first."""
+    rows = await _rows(
+        pool,
+        "SELECT o.saga_id, o.saga_type, o.keys, p->>'step' AS step, p->>'phase' AS phase, "
+        "p->>'error' AS error, (p->>'parked_at')::timestamptz AS parked_at, "
+        "extract(epoch FROM now() - (p->>'parked_at')::timestamptz)::float8 AS waited_s, "
+        "coalesce((p->>'escalated')::boolean, false) AS escalated "
+        "FROM saga_outcomes o, jsonb_array_elements(o.parked) AS p "
+        "WHERE o.status = 'compensation_parked' "
+        "AND (%(type)s::text IS NULL OR o.saga_type = %(type)s) "
+        "AND (%(step)s::text IS NULL OR p->>'step' = %(step)s) "
+        "ORDER BY parked_at, o.saga_id LIMIT %(limit)s",
+        {"type": saga_type, "step": step, "limit": limit},
+    )
+    return [InboxEntry.model_validate(r) for r in rows]
+
+
+async def parked_counts(pool: AsyncConnectionPool) -> list[ParkedCounts]:
+    """Parked and escalated steps per saga type."""
+    rows = await _rows(
+        pool,
+        "SELECT saga_type, sum(jsonb_array_length(parked))::int AS parked, "
+        "sum(jsonb_array_length(escalated_steps))::int AS escalated "
+        "FROM saga_outcomes WHERE status = 'compensation_parked' GROUP BY 1 ORDER BY 1",
+    )
+    return [ParkedCounts.model_validate(r) for r in rows]
+
+
+_COUNTED = {
+    "running": "running",
+    "compensating": "compensating",
+    "compensated": "compensated",
+    "compensation_parked": "parked",
+}
 
 
 async def saga_outcome_counts(pool: AsyncConnectionPool) -> list[SagaOutcomeCounts]:
@@ -227,7 +330,10 @@ async def saga_outcome_counts(pool: AsyncConnectionPool) -> list[SagaOutcomeCoun
     counts: dict[str, SagaOutcomeCounts] = {}
     for row in rows:
         entry = counts.setdefault(row["saga_type"], SagaOutcomeCounts(saga_type=row["saga_type"]))
-        setattr(entry, row["status"], int(row["n"]))
+        status, n = row["status"], int(row["n"])
+        entry.statuses[status] = n
+        field = _COUNTED.get(status, "completed")
+        setattr(entry, field, getattr(entry, field) + n)
     return list(counts.values())
 
 

@@ -25,7 +25,7 @@ T = TypeVar("T")
 app = typer.Typer(no_args_is_help=True)
 products_app = typer.Typer(help="The product catalogue.", no_args_is_help=True)
 orders_app = typer.Typer(help="Steer an order's saga.", no_args_is_help=True)
-sagas_app = typer.Typer(help="Parked compensations.", no_args_is_help=True)
+sagas_app = typer.Typer(help="Sagas of every type and their parked steps.", no_args_is_help=True)
 dead_letters_app = typer.Typer(help="Messages that kept failing.", no_args_is_help=True)
 app.add_typer(products_app, name="products")
 app.add_typer(orders_app, name="orders")
@@ -118,12 +118,62 @@ def orders_cancel(
     _show(_run(lambda ctx: orders.cancel_order(ctx, order_id, reason), temporal=True))
 
 
-@sagas_app.command("retry-compensation")
-def sagas_retry(saga_id: str, step: str, note: Annotated[str, typer.Option()] = "") -> None:
-    """Retry a parked compensation now."""
-    from application import operations
+def _operator() -> str:
+    """Who to record for a CLI decision: the OS user (``cli:<name>``)."""
+    import getpass
 
-    _show(_run(lambda ctx: operations.retry_compensation(ctx, saga_id, step, note), temporal=True))
+    return "cli:" + getpass.getuser()
+
+
+def _decide(saga_id: str, step: str, decision: Any, note: str) -> None:
+    from application import sagas
+
+    _show(
+        _run(
+            lambda ctx: sagas.decide(ctx, saga_id, step, decision, note=note, operator=_operator()),
+            temporal=True,
+        )
+    )
+
+
+@sagas_app.command("list")
+def sagas_list(
+    saga_type: Annotated[str | None, typer.Option("--type")] = None,
+    status: Annotated[str | None, typer.Option()] = None,
+    key: Annotated[str | None, typer.Option(help="Name:value")] = None,
+    page: Annotated[int, typer.Option(min=1)] = 1,
+) -> None:
+    """Sagas from the read model, most recently changed first."""
+    from application import sagas
+
+    listing = _run(
+        lambda ctx: sagas.list_sagas(ctx, saga_type=saga_type, status=status, key=key, page=page)
+    )
+    for row in listing["items"]:
+        _show({k: row[k] for k in ("saga_id", "saga_type", "status", "current_step", "keys")})
+
+
+@sagas_app.command("show")
+def sagas_show(saga_id: str) -> None:
+    """One saga: the read model, and its live status when Temporal answers."""
+    from application import sagas
+
+    _show(_run(lambda ctx: sagas.show(ctx, saga_id), temporal=True))
+
+
+@sagas_app.command("plan")
+def sagas_plan(saga_id: str) -> None:
+    """The compensation a cancel or failure would run now."""
+    from application import sagas
+
+    _show(_run(lambda ctx: sagas.plan(ctx, saga_id), temporal=True))
+
+
+@sagas_app.command("retry")
+@sagas_app.command("retry-compensation", hidden=True)
+def sagas_retry(saga_id: str, step: str, note: Annotated[str, typer.Option()] = "") -> None:
+    """Retry a parked step now."""
+    _decide(saga_id, step, "retry", note)
 
 
 @sagas_app.command("resolve")
@@ -131,11 +181,35 @@ def sagas_resolve(
     saga_id: str, step: str, note: Annotated[str, typer.Option(help="how it was resolved")]
 ) -> None:
     """Mark a parked compensation as done by hand."""
-    from application import operations
+    _decide(saga_id, step, "resolve", note)
 
-    _show(
-        _run(lambda ctx: operations.resolve_compensation(ctx, saga_id, step, note), temporal=True)
+
+@sagas_app.command("skip")
+def sagas_skip(
+    saga_id: str, step: str, note: Annotated[str, typer.Option(help="why it is given up")]
+) -> None:
+    """Give a parked step up (a known loss, recorded with the note)."""
+    _decide(saga_id, step, "skip", note)
+
+
+@sagas_app.command("retry-parked")
+def sagas_retry_parked(
+    saga_type: Annotated[str | None, typer.Option("--type")] = None,
+    step: Annotated[str | None, typer.Option()] = None,
+    note: Annotated[str, typer.Option()] = "",
+) -> None:
+    """Retry every parked step (optionally of one type and step), e.g. after an outage."""
+    from application import sagas
+
+    done = _run(
+        lambda ctx: sagas.retry_parked(
+            ctx, saga_type=saga_type, step=step, note=note, operator=_operator()
+        ),
+        temporal=True,
     )
+    for row in done["results"]:
+        _show(row)
+    console.print(f"retried {done['retried']}", highlight=False)
 
 
 @dead_letters_app.command("list")

@@ -104,6 +104,10 @@ class Settings(BaseSettings):
     payment_latency_ms: float = Field(default=0.0, ge=0)
     payment_decline_rate: float = Field(default=0.0, ge=0, le=1)
     payment_transient_error_rate: float = Field(default=0.0, ge=0, le=1)
+    payment_refund_outage_file: str = Field(
+        default="",
+        description="while this file exists, simulated refunds fail (an outage drill)",
+    )
     # Worker: concurrency limits and graceful shutdown.
     # Why 10, not the SDK's 100: one Python process runs the workflow code. After a
     # restart with a backlog, 100 concurrent tasks (each replaying its history and

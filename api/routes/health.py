@@ -45,6 +45,7 @@ async def metrics(c: ContainerDep) -> Response:
 async def refresh_gauges(c: Container) -> None:
     """Read the current figures into the gauges."""
     from projections.handlers import default_projections
+    from projections.queries import parked_counts
     from projections.runner import projector_lag
     from streaming.relay import relay_lag
 
@@ -70,7 +71,13 @@ async def refresh_gauges(c: Container) -> None:
         for saga_type, status, count, duration in await cur.fetchall():
             m.sagas.labels(saga_type, status).set(count)
             m.saga_duration.labels(saga_type, status).set(float(duration))
-            parked += count if status == "parked" else 0
+            parked += count if status == "compensation_parked" else 0
     m.parked_sagas.set(parked)
+    # Why clear first: a type whose inbox emptied has no row, and must read 0.
+    m.parked_steps.clear()
+    m.escalated_steps.clear()
+    for counts in await parked_counts(c.pool):
+        m.parked_steps.labels(counts.saga_type).set(counts.parked)
+        m.escalated_steps.labels(counts.saga_type).set(counts.escalated)
     m.temporal_backlog.set(await c.temporal_backlog())
     m.feed_horizon_held.set((await c.store.feed_status()).horizon_held_s)

@@ -1,4 +1,5 @@
-"""Analytics, parked sagas and dead letters: what operators look at and act on."""
+"""Analytics and dead letters: what operators look at and act on (parked sagas: the
+inbox in ``api.routes.sagas``)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from fastapi import APIRouter, Path, Query
 
 from api.deps import Admin, Reader
 from api.errors import PROBLEM_RESPONSES
-from api.models import CompensationDecisionIn, Ident, ResolutionOut, SagaCommandResult
+from api.models import ResolutionOut
 from application import operations
 
 router = APIRouter(responses=PROBLEM_RESPONSES)
@@ -38,30 +39,6 @@ async def product_sales(c: Reader, limit: Limit = 100) -> list[dict[str, Any]]:
 async def saga_outcomes(c: Reader) -> list[dict[str, Any]]:
     """Completed, compensated and parked sagas per saga type."""
     return await operations.saga_outcomes(c.ctx)
-
-
-@router.get("/sagas/parked", tags=["sagas"])
-async def parked_sagas(c: Reader, limit: Limit = 100) -> list[dict[str, Any]]:
-    """Sagas whose compensation failed and waits for an operator."""
-    return await operations.parked_sagas(c.ctx, limit)
-
-
-@router.post(
-    "/sagas/{saga_id}/retry-compensation", tags=["sagas"], response_model=SagaCommandResult
-)
-async def retry_compensation(
-    saga_id: Ident, body: CompensationDecisionIn, c: Admin
-) -> dict[str, str]:
-    """Retry a parked compensation now."""
-    return await operations.retry_compensation(c.ctx, saga_id, body.step, body.note)
-
-
-@router.post("/sagas/{saga_id}/resolve", tags=["sagas"], response_model=SagaCommandResult)
-async def resolve_compensation(
-    saga_id: Ident, body: CompensationDecisionIn, c: Admin
-) -> dict[str, str]:
-    """Mark a parked compensation as done by hand (the note says how)."""
-    return await operations.resolve_compensation(c.ctx, saga_id, body.step, body.note)
 
 
 DeadLetterId = Annotated[int, Path(ge=1, le=2**62)]

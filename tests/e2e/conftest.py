@@ -19,6 +19,8 @@ from sagaflow.stack import Stack
 DECLINE_RATE = 0.5
 KEY = "e2e-admin-key-0123456789"
 READER = "e2e-reader-key-0123456789"
+ESCALATE_AFTER_S = 3.0
+"""The stack's escalation bound: small, so a parked test step escalates quickly."""
 
 
 def key_whose_order(declines: bool) -> str:
@@ -40,6 +42,7 @@ def stack(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Itera
     with psycopg.connect(settings.database_url, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{db}"')
     suffix = uuid.uuid4().hex[:8]
+    outage = tmp_path_factory.mktemp("outage") / "refunds-down"
     stack_settings = load_settings(
         data_dir=tmp_path_factory.mktemp("stack"),
         database_url=settings.database_url.rsplit("/", 1)[0] + "/" + db,
@@ -57,8 +60,13 @@ def stack(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Itera
             "SAGAFLOW_PROJECTOR_GROUP": f"e2e-{suffix}",
             "SAGAFLOW_PAYMENT_DECLINE_RATE": str(DECLINE_RATE),
             "SAGAFLOW_API_KEYS": f'{{"{KEY}": "read,write,admin", "{READER}": "read"}}',
+            # The refund outage drill (absent file: refunds work) and a quick park.
+            "SAGAFLOW_PAYMENT_REFUND_OUTAGE_FILE": str(outage),
+            "SAGAFLOW_COMPENSATION_RETRY_MAX_ATTEMPTS": "2",
+            "SAGAFLOW_SAGA_ESCALATE_AFTER_S": str(ESCALATE_AFTER_S),
         },
     )
+    stack.notes.append(f"refund outage file: {outage}")
     stack.start()
     try:
         yield stack

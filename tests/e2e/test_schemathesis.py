@@ -54,6 +54,8 @@ def test_the_api_honours_its_schema_and_refused_requests_start_nothing(stack: St
             )
             if case.path == "/orders" and case.method == "POST" and response.status_code == 202:
                 accepted.add(response.json()["order_id"])
+            if case.path == "/sagas/{saga_type}" and response.status_code == 202:
+                accepted.add(response.json()["saga_id"])
 
         check()
     # Workflows are eventually visible in Temporal's list: give it a moment.

@@ -164,7 +164,7 @@ async def test_saga_outcome_is_parked_until_the_compensation_is_resolved():
         sev.CompensationParked(saga_id="s1", step="refund", error="boom"),
     )
     row = _fold_order(pairs, m.evolve_saga)
-    assert (row["status"], row["parked_steps"]) == ("parked", ["refund"])
+    assert (row["status"], row["parked_steps"]) == ("compensation_parked", ["refund"])
     more = await _record(
         store,
         "saga-s1",

@@ -35,6 +35,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer
 
+from bench.workload import register_products, run_orders
 from domain import events as ev
 from eventstore.envelope import NO_STREAM, NewEvent
 from eventstore.postgres import PostgresEventStore
@@ -49,7 +50,6 @@ from sagaflow.services import LocalServices
 from sagaflow.settings import Settings, load_settings
 from streaming.kafka import encode_record, ensure_topic, idempotent_producer, quiet_kafka_logs
 from streaming.relay import Relay, load_checkpoint, save_checkpoint
-from streaming.workload import register_products, run_orders
 
 SKUS = [f"sku-{i}" for i in range(20)]
 LAG_RATE = 500

@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 import pytest
 from aiokafka import AIOKafkaProducer
 
+from bench.workload import background, register_products, run_orders, wait_for
 from eventstore.postgres import PostgresEventStore
 from projections import queries
 from projections.deadletters import list_dead_letters, replay_dead_letter, skip_dead_letter
@@ -21,7 +22,6 @@ from projections.verify import verify_against_rebuild
 from sagaflow.settings import Settings
 from streaming.kafka import read_topic
 from streaming.relay import run_relay
-from streaming.workload import background, register_products, run_orders, wait_for
 from tests.integration.test_projections_pipeline import SKUS, caught_up, settings_for_test
 
 pytestmark = pytest.mark.integration

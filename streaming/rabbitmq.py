@@ -130,12 +130,37 @@ async def declare_group(
     return queues
 
 
+#: the projection_offsets row recording from which relay position a group's queues fill
+ORIGIN = "rabbitmq:origin"
+
+
+async def record_origin(settings: Settings, pool: AsyncConnectionPool) -> None:
+    """Record, once, the relay's checkpoint when the group's queues were first declared.
+
+    Why: the queues hold only what was published after they existed. Origin 0 means
+    they were declared before the relay's first checkpoint, so they hold every event
+    (the relay declares them before it publishes anything); otherwise a new read
+    model must bootstrap from the event store.
+    """
+    async with pool.connection() as conn:
+        await conn.execute(
+            """
+            INSERT INTO projection_offsets (consumer, topic, partition, next_offset)
+            SELECT %s, %s, 0, coalesce(
+                (SELECT position FROM relay_checkpoints WHERE relay_name = %s), 0)
+            ON CONFLICT DO NOTHING
+            """,
+            (settings.projector_group, ORIGIN, settings.relay_name),
+        )
+
+
 class RabbitPublisher(Publisher):
     """The relay's side: publisher confirms on the topic exchange, in windows."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, pool: AsyncConnectionPool | None = None) -> None:
         rabbitmq_url(settings)  # one clear line when the broker is not configured
         self.settings = settings
+        self.pool = pool
         self.connection: AbstractRobustConnection | None = None
         self.exchange: AbstractExchange | None = None
 
@@ -146,6 +171,8 @@ class RabbitPublisher(Publisher):
         # Why declare the projector's queues here too: messages published before the
         # first projector ever started would otherwise be routed nowhere and lost.
         await declare_group(channel, self.settings, self.settings.projector_group)
+        if self.pool is not None:
+            await record_origin(self.settings, self.pool)
         self.exchange = await declare_events_exchange(channel, self.settings)
 
     async def close(self) -> None:
@@ -296,6 +323,25 @@ class RabbitSubscriber(Subscriber):
         #: x-death headers of the batch in flight, by position (for retry_later)
         self.deaths: dict[Position, Any] = {}
         self.membership = _Membership(settings.database_url, self.group)
+
+    async def replays_from_start(self) -> bool:
+        """True when the group has no position yet and its queues predate the first event."""
+        connection = await connect_rabbitmq(self.settings)
+        try:
+            await declare_group(await connection.channel(), self.settings, self.group)
+        finally:
+            await connection.close()
+        await record_origin(self.settings, self.pool)
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(
+                "SELECT (SELECT next_offset FROM projection_offsets WHERE consumer = %s "
+                "AND topic = %s), EXISTS (SELECT 1 FROM projection_offsets "
+                "WHERE consumer = %s AND topic = 'rabbitmq')",
+                (self.group, ORIGIN, self.group),
+            )
+            row = await cur.fetchone()
+        assert row is not None
+        return row[0] == 0 and not row[1]
 
     async def run(self, deliver: Deliver, stop: asyncio.Event) -> None:
         """Consume the owned shard queues and deliver batches until ``stop`` is set."""

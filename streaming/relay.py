@@ -132,7 +132,7 @@ class Relay:
     ) -> None:
         self.store = store
         self.settings = settings
-        self.make_publisher = publisher or (lambda: make_publisher(settings))
+        self.make_publisher = publisher or (lambda: make_publisher(settings, store.pool))
         self.after_publish = after_publish
         self.published = 0
         self.cursor = START

@@ -152,8 +152,8 @@ class Subscriber(ABC):
         """Copy a dead letter to the transport's dead-letter destination, if it has one."""
 
 
-def make_publisher(settings: Settings) -> Publisher:
-    """The relay's publisher for ``SAGAFLOW_TRANSPORT``."""
+def make_publisher(settings: Settings, pool: AsyncConnectionPool | None = None) -> Publisher:
+    """The relay's publisher for ``SAGAFLOW_TRANSPORT`` (``pool``: the relay's database)."""
     from sagaflow.settings import Transport
 
     kind = settings.transport_kind
@@ -164,7 +164,7 @@ def make_publisher(settings: Settings) -> Publisher:
     if kind is Transport.RABBITMQ:
         from streaming.rabbitmq import RabbitPublisher
 
-        return RabbitPublisher(settings)
+        return RabbitPublisher(settings, pool)
     raise ValueError("SAGAFLOW_TRANSPORT=embedded has no relay: projections read the store")
 
 

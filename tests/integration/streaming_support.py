@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
 import pytest
 
@@ -140,12 +141,12 @@ async def declare_audit_queue(settings: Settings, name: str) -> None:
         await connection.close()
 
 
-async def drain_queue(settings: Settings, name: str, *, idle_s: float = 1.0) -> list[object]:
+async def drain_queue(settings: Settings, name: str, *, idle_s: float = 1.0) -> list[Any]:
     """Every message in queue ``name`` (acknowledged), in queue order."""
     from sagaflow.clients import connect_rabbitmq
 
     connection = await connect_rabbitmq(settings)
-    messages: list[object] = []
+    messages: list[Any] = []
     try:
         channel = await connection.channel()
         await channel.set_qos(prefetch_count=1000)
@@ -177,6 +178,6 @@ async def published_event_ids(settings: Settings, audit_queue: str) -> list[tupl
         return out
     drained = await drain_queue(settings, audit_queue)
     return [
-        (str(m.headers["event_id"]), str(m.headers["stream_id"]), int(str(m.headers["version"])))  # type: ignore[attr-defined]
+        (str(m.headers["event_id"]), str(m.headers["stream_id"]), int(str(m.headers["version"])))
         for m in drained
     ]

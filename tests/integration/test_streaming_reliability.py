@@ -96,20 +96,20 @@ async def test_relay_publishes_persistent_confirmed_messages_sharded_by_stream_o
     async with background(lambda stop: run_relay(s, stop)) as relay:
         await wait_for(lambda: _relay_done(pg_store, s), what="relay", watch=relay, timeout_s=30)
     copies = await drain_queue(s, f"audit-{unique}")
-    assert [m.message_id for m in copies] == [str(e.event_id) for e in feed]  # type: ignore[attr-defined]
+    assert [m.message_id for m in copies] == [str(e.event_id) for e in feed]
     for message, event in zip(copies, feed, strict=True):
-        headers = message.headers  # type: ignore[attr-defined]
+        headers = message.headers
         assert set(HEADER_FIELDS) <= set(headers)
-        assert message.routing_key == f"{event.stream_type}.{event.event_type}"  # type: ignore[attr-defined]
-        assert message.delivery_mode == 2  # type: ignore[attr-defined]  # persistent
+        assert message.routing_key == f"{event.stream_type}.{event.event_type}"
+        assert message.delivery_mode == 2  # persistent
     # every stream's events sit in exactly one shard queue, in version order
     shard_of: dict[str, set[int]] = defaultdict(set)
     versions: dict[str, list[int]] = defaultdict(list)
     for shard in range(s.rabbitmq_shards):
         for m in await drain_queue(s, shard_queue(s, s.projector_group, shard)):
-            stream = str(m.headers["stream_id"])  # type: ignore[attr-defined]
+            stream = str(m.headers["stream_id"])
             shard_of[stream].add(shard)
-            versions[stream].append(int(str(m.headers["version"])))  # type: ignore[attr-defined]
+            versions[stream].append(int(str(m.headers["version"])))
     assert sum(len(v) for v in versions.values()) == len(feed)
     assert all(len(shards) == 1 for shards in shard_of.values())
     assert len(set().union(*shard_of.values())) == s.rabbitmq_shards, "all shards used"

@@ -204,6 +204,10 @@ async def apply_events(
                 missing = (recorded.stream_id, last + 1, recorded.version - 1)
                 if missing not in healed:
                     healed[missing] = await _heal_gap(missing, heal, upcasters, stats)
+                    # a gap is counted once per transaction, whatever the projections
+                    await _count(
+                        conn, {"gaps_healed": 1, "gap_events_healed": len(healed[missing])}
+                    )
                 accepted.extend(healed[missing])
             marks[key] = changed[key] = recorded.version
             accepted.append((recorded, event))
@@ -230,6 +234,15 @@ async def apply_events(
                 list(changed.values()),
             ),
         )
+
+
+async def _count(conn: Conn, increments: Mapping[str, int]) -> None:
+    await conn.execute(
+        "INSERT INTO projection_counters (name, value) "
+        "SELECT * FROM unnest(%s::text[], %s::bigint[]) "
+        "ON CONFLICT (name) DO UPDATE SET value = projection_counters.value + EXCLUDED.value",
+        (list(increments), list(increments.values())),
+    )
 
 
 async def _heal_gap(

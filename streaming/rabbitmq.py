@@ -318,6 +318,7 @@ class RabbitSubscriber(Subscriber):
         self.group = settings.projector_group
         self.checkpoint = rabbit_checkpoint(self.group)
         self.channel: AbstractChannel | None = None
+        self.connection: AbstractRobustConnection | None = None
         self.retry_queues: set[str] = set()
         self.inbox: asyncio.Queue[tuple[AbstractIncomingMessage, str, int]] = asyncio.Queue()
         #: x-death headers of the batch in flight, by position (for retry_later)
@@ -346,21 +347,19 @@ class RabbitSubscriber(Subscriber):
     async def run(self, deliver: Deliver, stop: asyncio.Event) -> None:
         """Consume the owned shard queues and deliver batches until ``stop`` is set."""
         s = self.settings
-        connection = await connect_rabbitmq(s)
-        tags: dict[int, str] = {}
+        self.connection = connection = await connect_rabbitmq(s)
+        consuming: dict[int, AbstractChannel] = {}
         try:
+            # one confirming channel for retries and dead letters; one channel per shard
             self.channel = await connection.channel(publisher_confirms=True)
-            # Why prefetch: it bounds unacked deliveries, and so how much a crash
-            # makes the broker redeliver.
-            await self.channel.set_qos(prefetch_count=s.rabbitmq_prefetch)
-            queues = await declare_group(self.channel, s, self.group)
+            await declare_group(self.channel, s, self.group)
             await self.membership.join()
             loop = asyncio.get_running_loop()
             checked = 0.0
             while not stop.is_set():
                 if loop.time() - checked > 1.0:
                     checked = loop.time()
-                    await self._rebalance(queues, tags)
+                    await self._rebalance(consuming)
                 batch = await self._collect(stop)
                 if batch:
                     await self._deliver(batch, deliver)
@@ -369,24 +368,39 @@ class RabbitSubscriber(Subscriber):
             with contextlib.suppress(Exception):
                 await connection.close()
 
-    async def _rebalance(self, queues: list[AbstractQueue], tags: dict[int, str]) -> None:
-        """Consume the shards this member owns now, stop consuming the others.
+    async def _rebalance(self, consuming: dict[int, AbstractChannel]) -> None:
+        """Consume the shards this member owns now, give the others back.
 
-        Called between batches only, so a shard handed over has no batch in flight
-        here; anything delivered but unacknowledged is redelivered to the new owner.
+        Called between batches only. A shard given back has its channel closed, which
+        returns every delivery not yet acknowledged to the queue, in order, before the
+        next owner (single active consumer) sees anything; the copies waiting in our
+        inbox are dropped. Why a channel per shard: closing it must not return the
+        deliveries of the shards we keep.
         """
-        owned = await self.membership.owned(len(queues))
-        for shard in sorted(set(tags) - owned):
-            await queues[shard].cancel(tags.pop(shard))
-        for shard in sorted(owned - set(tags)):
-            name = queues[shard].name
+        owned = await self.membership.owned(self.settings.rabbitmq_shards)
+        for shard in sorted(set(consuming) - owned):
+            channel = consuming.pop(shard)
+            kept = [item for item in _drain(self.inbox) if item[2] != shard]
+            for item in kept:
+                self.inbox.put_nowait(item)
+            with contextlib.suppress(Exception):
+                await channel.close()
+        assert self.connection is not None
+        for shard in sorted(owned - set(consuming)):
+            channel = await self.connection.channel()
+            # Why prefetch: it bounds unacked deliveries, and so how much a crash
+            # makes the broker redeliver.
+            await channel.set_qos(prefetch_count=self.settings.rabbitmq_prefetch)
+            name = shard_queue(self.settings, self.group, shard)
+            queue = await channel.get_queue(name, ensure=False)
 
             async def on_message(
                 incoming: AbstractIncomingMessage, name: str = name, shard: int = shard
             ) -> None:
                 await self.inbox.put((incoming, name, shard))
 
-            tags[shard] = await queues[shard].consume(on_message)
+            await queue.consume(on_message)
+            consuming[shard] = channel
         if owned:
             log.debug("consuming shards %s", sorted(owned))
 
@@ -401,7 +415,9 @@ class RabbitSubscriber(Subscriber):
         batch = [first]
         while len(batch) < self.settings.projector_batch_size and not self.inbox.empty():
             batch.append(self.inbox.get_nowait())
-        return batch
+        # deliveries that reached us while their shard's channel was being given back:
+        # the broker returned them to the queue, the next owner applies them
+        return [item for item in batch if _channel_open(item[0])]
 
     async def _deliver(
         self, batch: list[tuple[AbstractIncomingMessage, str, int]], deliver: Deliver
@@ -412,12 +428,16 @@ class RabbitSubscriber(Subscriber):
             for msg, (m, _, _) in zip(messages, batch, strict=True)
             if m.headers and m.headers.get("x-death")
         }
-        last = batch[-1][0]
+        last: dict[int, AbstractIncomingMessage] = {}
+        for incoming, _, shard in batch:
+            last[shard] = incoming
 
         async def settle() -> None:
-            # Why one multiple-ack on the last tag: deliveries on a channel are acked in
-            # tag order and every earlier one was in this or an earlier settled batch.
-            await last.ack(multiple=True)
+            # Why one multiple-ack per shard channel on its last tag: a channel's
+            # deliveries reach the inbox in tag order, and every earlier one was in this
+            # or an earlier settled batch.
+            for incoming in last.values():
+                await incoming.ack(multiple=True)
 
         await deliver(Batch(messages, self.checkpoint, settle))
 
@@ -466,6 +486,22 @@ class RabbitSubscriber(Subscriber):
             ),
             routing_key=self.group,
         )
+
+
+def _channel_open(incoming: AbstractIncomingMessage) -> bool:
+    from aiormq.exceptions import ChannelInvalidStateError
+
+    try:
+        return not incoming.channel.is_closed
+    except ChannelInvalidStateError:
+        return False
+
+
+def _drain(inbox: asyncio.Queue[Any]) -> list[Any]:
+    items = []
+    while not inbox.empty():
+        items.append(inbox.get_nowait())
+    return items
 
 
 async def rabbit_backlog(settings: Settings, pool: AsyncConnectionPool) -> Backlog:

@@ -107,14 +107,14 @@ async def run_subscriber(
         await queue.bind(exchange, routing_key=pattern)
         if ready is not None:
             ready.set()
-        async with queue.iterator() as messages:
-            iterator = aiter(messages)
-            while not stop.is_set():
-                try:
-                    incoming = await asyncio.wait_for(anext(iterator), 0.5)
-                except TimeoutError:
-                    continue
-                await _handle(settings, incoming, sink, channel, dead.name)
+        inbox: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
+        await queue.consume(inbox.put)
+        while not stop.is_set():
+            try:
+                incoming = await asyncio.wait_for(inbox.get(), 0.5)
+            except TimeoutError:
+                continue
+            await _handle(settings, incoming, sink, channel, dead.name)
     finally:
         with contextlib.suppress(Exception):
             await connection.close()

@@ -28,6 +28,13 @@ CREATE TABLE projection_retries (
 -- Read models that have caught up from the event store once; a read model missing
 -- here (added later, or its rows lost) bootstraps from the store before it follows
 -- the transport.
+-- Running totals the API's /metrics reads (the projector is another process):
+-- gaps_healed (gaps closed from the store), gap_events_healed (events read for them).
+CREATE TABLE projection_counters (
+    name  text PRIMARY KEY,
+    value bigint NOT NULL DEFAULT 0
+);
+
 CREATE TABLE projection_bootstraps (
     projection   text PRIMARY KEY,
     completed_at timestamptz NOT NULL DEFAULT now()
@@ -40,4 +47,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    op.execute("DROP TABLE projection_bootstraps; DROP TABLE projection_retries;")
+    op.execute(
+        "DROP TABLE projection_bootstraps; DROP TABLE projection_counters; "
+        "DROP TABLE projection_retries;"
+    )

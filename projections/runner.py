@@ -33,6 +33,7 @@ from streaming.transport import (
     Subscriber,
     make_subscriber,
     no_checkpoint,
+    refused,
     transport_backlog,
 )
 
@@ -222,6 +223,8 @@ async def _retry_forever(
             await run()
             return
         except RETRYABLE as exc:
+            if (fatal := refused(exc)) is not None:
+                raise fatal from None
             log.warning("projector: %s (%s); restarting in %.1fs", type(exc).__name__, exc, delay)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), delay)

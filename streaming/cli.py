@@ -13,6 +13,7 @@ from rich.console import Console
 
 from sagaflow.settings import Settings, SettingsError, Transport, load_settings
 from streaming.relay import run_relay
+from streaming.transport import TransportRefused
 
 app = typer.Typer(help="Relay the event store's feed to the transport.", no_args_is_help=True)
 err_console = Console(stderr=True)
@@ -43,7 +44,7 @@ def _run(work: Callable[[Settings, asyncio.Event], Awaitable[None]]) -> None:
 
     try:
         asyncio.run(main())
-    except (SettingsError, ValueError) as exc:
+    except (SettingsError, ValueError, TransportRefused) as exc:
         err_console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
 

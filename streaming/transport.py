@@ -202,3 +202,44 @@ async def transport_backlog(settings: Settings, pool: AsyncConnectionPool) -> Ba
 
         return await rabbit_backlog(settings, pool)
     return Backlog(0)
+
+
+class TransportRefused(Exception):
+    """The broker refused the configured credentials or certificate: waiting will not help.
+
+    Raised instead of retrying forever, as one line naming the settings to check.
+    """
+
+
+def refused(exc: BaseException) -> TransportRefused | None:
+    """A TransportRefused when ``exc`` (or what caused it) is an authentication failure."""
+    import ssl
+
+    from aiokafka import errors as kafka_errors
+    from aiormq import exceptions as amqp_errors
+
+    fatal: tuple[type[BaseException], ...] = (
+        kafka_errors.AuthenticationFailedError,
+        kafka_errors.AuthenticationMethodNotSupported,
+        kafka_errors.SaslAuthenticationFailed,
+        kafka_errors.UnsupportedSaslMechanismError,
+        kafka_errors.IllegalSaslStateError,
+        amqp_errors.AuthenticationError,
+        amqp_errors.ProbableAuthenticationError,
+        ssl.SSLCertVerificationError,
+    )
+    seen: BaseException | None = exc
+    for _ in range(5):
+        if seen is None:
+            break
+        if isinstance(seen, fatal):
+            broker = "RabbitMQ" if isinstance(seen, amqp_errors.AMQPError) else "Kafka"
+            hint = (
+                "SAGAFLOW_RABBITMQ_URL / _USERNAME / _PASSWORD / _SSL_*"
+                if broker == "RabbitMQ"
+                else "SAGAFLOW_KAFKA_SASL_* / _SSL_* / _SECURITY_PROTOCOL"
+            )
+            reason = str(seen).splitlines()[0][:200] if str(seen) else type(seen).__name__
+            return TransportRefused(f"{broker} refused the connection ({reason}): check {hint}")
+        seen = seen.__cause__ or seen.__context__
+    return None

@@ -296,13 +296,11 @@ async def bench_lag(store: PostgresEventStore, settings: Settings, seconds: floa
         # them from the store (which would be measured as lag)
         for projection in default_projections():
             await conn.execute(
-                "INSERT INTO projection_bootstraps (projection) VALUES (%s) "
-                "ON CONFLICT DO NOTHING",
+                "INSERT INTO projection_bootstraps (projection) VALUES (%s) ON CONFLICT DO NOTHING",
                 (projection.name,),
             )
             await conn.execute(
-                "INSERT INTO projection_watermarks VALUES (%s, '$bench', 0) "
-                "ON CONFLICT DO NOTHING",
+                "INSERT INTO projection_watermarks VALUES (%s, '$bench', 0) ON CONFLICT DO NOTHING",
                 (projection.name,),
             )
     if s.transport_kind is Transport.KAFKA:

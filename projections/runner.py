@@ -33,8 +33,8 @@ from streaming.transport import (
     Subscriber,
     make_subscriber,
     no_checkpoint,
-    refused,
     transport_backlog,
+    why_refused,
 )
 
 log = logging.getLogger("sagaflow.projector")
@@ -223,7 +223,7 @@ async def _retry_forever(
             await run()
             return
         except RETRYABLE as exc:
-            if (fatal := refused(exc)) is not None:
+            if (fatal := await why_refused(settings, exc)) is not None:
                 raise fatal from None
             log.warning("projector: %s (%s); restarting in %.1fs", type(exc).__name__, exc, delay)
             with contextlib.suppress(TimeoutError):

@@ -28,7 +28,7 @@ from eventstore.envelope import START, FeedCursor, RecordedEvent
 from eventstore.postgres import PostgresEventStore
 from sagaflow.settings import Settings
 from streaming.kafka import quiet_kafka_logs, run_until_stopped
-from streaming.transport import Publisher, make_publisher, refused
+from streaming.transport import Publisher, make_publisher, why_refused
 
 log = logging.getLogger("sagaflow.relay")
 
@@ -153,7 +153,7 @@ class Relay:
                 await self._publish_until(stop)
                 return
             except RETRYABLE as exc:
-                if (fatal := refused(exc)) is not None:
+                if (fatal := await why_refused(s, exc)) is not None:
                     raise fatal from None
                 # The broker or PostgreSQL is away (broker restart, database restart):
                 # back off and resume from the checkpoint; never exit.

@@ -243,3 +243,27 @@ def refused(exc: BaseException) -> TransportRefused | None:
             return TransportRefused(f"{broker} refused the connection ({reason}): check {hint}")
         seen = seen.__cause__ or seen.__context__
     return None
+
+
+async def why_refused(settings: Settings, exc: BaseException) -> TransportRefused | None:
+    """``refused(exc)``, or, when aiokafka only says it could not bootstrap, the reason
+    a direct connection to the first broker gives (aiokafka logs and drops it)."""
+    found = refused(exc)
+    if found is not None or settings.kafka_security_protocol == "PLAINTEXT":
+        return found
+    from aiokafka.conn import create_conn
+    from aiokafka.errors import KafkaConnectionError
+
+    if not isinstance(exc, KafkaConnectionError) or not settings.kafka_bootstrap:
+        return None
+    from sagaflow.clients import kafka_security
+
+    host, _, port = settings.kafka_bootstrap.split(",")[0].strip().rpartition(":")
+    try:
+        conn = await asyncio.wait_for(
+            create_conn(host, int(port), request_timeout_ms=5000, **kafka_security(settings)), 10
+        )
+        conn.close()
+    except Exception as probe:
+        return refused(probe)
+    return None

@@ -34,7 +34,7 @@ class Metrics:
             "sagaflow_orders_throttled", "orders refused with 429 (backpressure)", registry=r
         )
         self.relay_lag_events = Gauge(
-            "sagaflow_relay_lag_events", "events not yet acknowledged by Kafka", registry=r
+            "sagaflow_relay_lag_events", "events not yet confirmed by the transport", registry=r
         )
         self.relay_lag_seconds = Gauge(
             "sagaflow_relay_lag_seconds", "age of the oldest unpublished event", registry=r
@@ -49,6 +49,16 @@ class Metrics:
             registry=r,
         )
         self.dead_letters = Gauge("sagaflow_dead_letters_open", "open dead letters", registry=r)
+        self.gaps_healed = Gauge(
+            "sagaflow_projection_gaps_healed_total",
+            "version gaps closed by reading the missing events from the store",
+            registry=r,
+        )
+        self.gap_events_healed = Gauge(
+            "sagaflow_projection_gap_events_healed_total",
+            "events read from the store to close version gaps",
+            registry=r,
+        )
         self.parked_messages = Gauge(
             "sagaflow_parked_messages", "messages held behind a dead letter", registry=r
         )
@@ -119,7 +129,7 @@ class Backpressure:
                 projection = await projector_lag(self.c.store, settings)
                 relay = (
                     await relay_lag(self.c.store, settings.relay_name)
-                    if (settings.kafka_enabled)
+                    if settings.transport_kind.value != "embedded"
                     else None
                 )
             except Exception as exc:  # a lag we cannot measure must not fail orders

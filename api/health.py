@@ -1,4 +1,4 @@
-"""Liveness and readiness probes of the dependencies (PostgreSQL, Temporal, Kafka)."""
+"""Liveness and readiness probes of the dependencies (PostgreSQL, Temporal, the broker)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import asyncio
 from datetime import timedelta
 from typing import Any
 
-from sagaflow.clients import kafka_security
-from sagaflow.settings import Settings
+from sagaflow.clients import connect_rabbitmq, kafka_client_options
+from sagaflow.settings import Settings, Transport
 
 
 async def check_postgres(pool: Any) -> None:
@@ -29,16 +29,18 @@ async def check_kafka(settings: Settings) -> None:
     """Raise unless a Kafka broker answers a metadata request."""
     from aiokafka.admin import AIOKafkaAdminClient
 
-    admin = AIOKafkaAdminClient(
-        bootstrap_servers=settings.kafka_bootstrap or "",
-        request_timeout_ms=3000,
-        **kafka_security(settings),
-    )
+    admin = AIOKafkaAdminClient(**kafka_client_options(settings, request_timeout_ms=3000))
     try:
         await admin.start()
         await admin.describe_cluster()
     finally:
         await admin.close()
+
+
+async def check_rabbitmq(settings: Settings) -> None:
+    """Raise unless the RabbitMQ broker accepts a connection with the settings' credentials."""
+    connection = await connect_rabbitmq(settings, timeout=3)
+    await connection.close()
 
 
 async def readiness(settings: Settings, pool: Any, temporal: Any) -> dict[str, str]:
@@ -49,8 +51,10 @@ async def readiness(settings: Settings, pool: Any, temporal: Any) -> dict[str, s
         if temporal is not None
         else _fail("no Temporal client"),
     }
-    if settings.kafka_enabled:
+    if settings.transport_kind is Transport.KAFKA:
         checks["kafka"] = check_kafka(settings)
+    if settings.transport_kind is Transport.RABBITMQ:
+        checks["rabbitmq"] = check_rabbitmq(settings)
     results = await asyncio.gather(
         *(asyncio.wait_for(c, 5) for c in checks.values()), return_exceptions=True
     )

@@ -20,18 +20,24 @@ from eventstore.postgres import PostgresEventStore
 from projections.handlers import default_projections, projection_named
 from projections.rebuild import RebuildError, rebuild
 from projections.runner import run_projector
-from sagaflow.settings import Settings, load_settings
+from sagaflow.settings import Settings, SettingsError, load_settings
+from streaming.transport import TransportRefused
 
 app = typer.Typer(help="Read models: projector, rebuild.", no_args_is_help=True)
 projections_app = typer.Typer(help="Read models.", no_args_is_help=True)
 app.add_typer(projections_app, name="projections")
 
 console = Console()
+err_console = Console(stderr=True)
 T = TypeVar("T")
 
 
 def _settings() -> Settings:
-    settings = load_settings()
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        err_console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
     if not settings.database_url:
         console.print("[red]error:[/red] SAGAFLOW_DATABASE_URL is not set")
         raise typer.Exit(2)
@@ -52,7 +58,7 @@ def _with_store(settings: Settings, work: Callable[[PostgresEventStore], Awaitab
 
 @app.command("projector")
 def projector_command() -> None:
-    """Run the projector: a Kafka consumer group, or embedded mode without Kafka."""
+    """Run the projector on SAGAFLOW_TRANSPORT (Kafka, RabbitMQ, or the store's feed)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     settings = _settings()
 
@@ -63,7 +69,11 @@ def projector_command() -> None:
             loop.add_signal_handler(sig, stop.set)
         await run_projector(settings, stop)
 
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    except (SettingsError, TransportRefused) as exc:
+        err_console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
 
 
 @projections_app.command("list")

@@ -16,6 +16,7 @@ from projections.engine import (
     BadMessage,
     HandlerError,
     Message,
+    Position,
     apply_events,
     consumer_lock_key,
     dead_letter_for,
@@ -145,7 +146,7 @@ async def _resolve(
             "UPDATE dead_letters SET status = %s, resolved_at = now() WHERE id = %s",
             ("replayed" if replay else "skipped", dead_letter_id),
         )
-        released, still, new_letter = await _release_parked(
+        released, still, new_letter = await release_parked(
             conn, row["consumer"], row["stream_id"], projections, upcasters
         )
     return Resolution(
@@ -179,13 +180,18 @@ def _stream_type(row: dict[str, Any]) -> str | None:
         return None
 
 
-async def _release_parked(
+async def release_parked(
     conn: Conn,
     consumer: str,
     stream_id: str | None,
     projections: Sequence[Projection],
     upcasters: Upcasters,
 ) -> tuple[int, int, str | None]:
+    """Apply a stream's parked messages in arrival order inside the caller's transaction.
+
+    Returns (released, still parked, the error of a message that failed): a failing
+    one becomes a dead letter and the rest stay parked behind it.
+    """
     if stream_id is None:
         return 0, 0, None
     cur = conn.cursor(row_factory=dict_row)
@@ -212,9 +218,7 @@ async def _release_parked(
 
 def _message(row: dict[str, Any]) -> Message:
     return Message(
-        topic=row["topic"],
-        partition=row["partition"],
-        offset=row["offset"],
-        key=row["stream_id"],
+        position=Position(row["topic"], row["partition"], row["offset"]),
+        stream_id=row["stream_id"],
         payload=bytes(row["payload"]),
     )

@@ -1,17 +1,25 @@
-"""The projector's core, shared by Kafka mode, embedded mode, replay and rebuild.
+"""The projector's core, shared by every transport, replay and rebuild.
 
-Rules this module enforces:
+It speaks the event store's words (stream id, version, an opaque position token);
+which transport delivered a message is the subscriber's business
+(``streaming.transport``). Rules this module enforces:
 
 * **One transaction**: a batch's read-model changes, the stream watermarks and the
-  source position (Kafka offset or feed cursor) commit together, so a crash neither
-  loses nor double-counts an event.
+  source position (when PostgreSQL keeps it) commit together, so a crash neither
+  loses nor double-counts an event; brokers that own positions are acknowledged
+  only after that commit.
 * **Dedupe**: per read model, the last applied version of each stream is stored
   (``projection_watermarks``); an event at or below it is a duplicate (the relay
   publishes at least once) and changes nothing.
+* **Gaps**: an event beyond the next version is preceded by the missing versions,
+  read from the event store (the source of truth) and applied first, in order; when
+  the store cannot supply them the message is dead-lettered ("gap: expected vN, got
+  vM") and its stream parked. Never skipped.
 * **Failures**: a failing batch is split in halves until the failing message stands
-  alone; it is retried with exponential backoff, then dead-lettered with its context.
-  That stream's later messages are parked until the dead letter is replayed or
-  skipped; every other stream keeps flowing.
+  alone; it is retried with exponential backoff (in process, or through the
+  transport's delayed retry), then dead-lettered with its context. That stream's
+  later messages are parked until the dead letter is replayed or skipped; every
+  other stream keeps flowing.
 """
 
 from __future__ import annotations
@@ -22,7 +30,6 @@ import logging
 import zlib
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 import psycopg
@@ -32,6 +39,21 @@ from psycopg_pool import AsyncConnectionPool
 from eventstore.envelope import EventStoreError, RecordedEvent
 from eventstore.upcasting import Upcasters
 from projections.handlers import Conn, Pair, Projection
+from streaming.transport import Checkpoint, Message, Position, Subscriber
+
+__all__ = [
+    "BadMessage",
+    "Checkpoint",
+    "DeadLetter",
+    "GapError",
+    "HandlerError",
+    "Message",
+    "Position",
+    "Projector",
+    "Stats",
+    "apply_events",
+    "decode_message",
+]
 
 log = logging.getLogger("sagaflow.projections")
 
@@ -54,35 +76,16 @@ class HandlerError(Exception):
         super().__init__(f"{projection}: {type(error).__name__}: {error}")
 
 
-@dataclass(frozen=True)
-class Message:
-    """One input to the projector: a Kafka record or a feed event.
-
-    ``payload`` is the raw body (the JSON envelope); ``recorded`` is set when the
-    source already parsed it (embedded mode reads RecordedEvents from the store).
-    """
-
-    topic: str
-    partition: int
-    offset: int
-    key: str | None
-    payload: bytes | None = None
-    recorded: RecordedEvent | None = None
-    headers: tuple[tuple[str, bytes], ...] = ()
-
-    def body(self) -> bytes:
-        """The envelope bytes (rendered from ``recorded`` when the source gave none)."""
-        if self.payload is not None:
-            return self.payload
-        assert self.recorded is not None
-        return json.dumps(self.recorded.envelope(), separators=(",", ":")).encode()
+#: reads versions [first, last] of a stream from the event store (gap healing)
+Heal = Callable[[str, int, int], Awaitable[list[RecordedEvent]]]
 
 
-#: writes the source positions after a batch's messages (and when its last event was
-#: recorded, for lag) inside the batch's transaction
-Checkpoint = Callable[[Conn, Sequence[Message], datetime | None], Awaitable[None]]
-#: publishes a dead letter (to the dead-letter topic in Kafka mode) before it is stored
-DeadLetterSink = Callable[["DeadLetter"], Awaitable[None]]
+class GapError(BadMessage):
+    """Versions missing before a message, and the event store cannot supply them."""
+
+    def __init__(self, stream_id: str, expected: int, got: int) -> None:
+        self.stream_id, self.expected, self.got = stream_id, expected, got
+        super().__init__("gap", f"gap: expected v{expected}, got v{got} ({stream_id})")
 
 
 @dataclass(frozen=True)
@@ -105,8 +108,13 @@ class Stats:
 
     applied: int = 0
     duplicates: int = 0
+    #: gaps met (a version beyond the next one), each healed from the store or dead-lettered
     gaps: int = 0
+    #: events read from the event store to heal gaps
+    gap_events_healed: int = 0
     parked: int = 0
+    #: failing messages handed to the transport for a delayed retry
+    retries_deferred: int = 0
     dead_lettered: int = 0
     batches: int = 0
     last: dict[str, Any] = field(default_factory=dict)
@@ -132,10 +140,10 @@ def decode_message(message: Message, upcasters: Upcasters) -> Pair:
 
 
 def stream_of(message: Message) -> str | None:
-    """The stream a message belongs to (its Kafka key, which the relay sets)."""
+    """The stream a message belongs to (the envelope's, or what the transport said)."""
     if message.recorded is not None:
         return message.recorded.stream_id
-    return message.key
+    return message.stream_id
 
 
 def consumer_lock_key(consumer: str) -> int:
@@ -151,23 +159,26 @@ async def apply_events(
     tables: Mapping[str, str] | None = None,
     watermarks: str = WATERMARKS,
     stats: Stats | None = None,
+    heal: Heal | None = None,
+    upcasters: Upcasters | None = None,
 ) -> None:
     """Apply ``pairs`` to every projection that follows their streams, exactly once.
 
     Per projection and stream, an event is applied only when its version is the next
-    one after the stored watermark. A version at or below it is a duplicate; a
-    version beyond the next is a gap, which the relay's at-least-once re-publish
-    closes (it re-sends from its checkpoint, before the missing event), so it is
-    counted and left for that re-send, never applied out of order.
+    one after the stored watermark. A version at or below it is a duplicate. A
+    version beyond the next is a gap: ``heal`` reads the missing versions from the
+    event store and they are applied first, in order; without ``heal``, or when the
+    store has fewer than needed, GapError is raised (the caller dead-letters it).
     """
     if not pairs:
         return
     table_map = tables or {}
     streams = list(dict.fromkeys(r.stream_id for r, _ in pairs))
     names = [p.name for p in projections]
-    # Why FOR UPDATE: during a consumer-group rebalance the old and new owner of a
-    # partition may briefly overlap; locking the watermark rows serialises them so
-    # the second sees the first's versions and skips instead of double-applying.
+    # Why FOR UPDATE: during a consumer-group rebalance (or a RabbitMQ consumer
+    # handover) the old and new owner of a stream may briefly overlap; locking the
+    # watermark rows serialises them so the second sees the first's versions and
+    # skips instead of double-applying.
     cur = await conn.execute(
         psycopg.sql.SQL(
             "SELECT projection, stream_id, version FROM {} "
@@ -177,6 +188,7 @@ async def apply_events(
     )
     marks: dict[tuple[str, str], int] = {(p, s): v for p, s, v in await cur.fetchall()}
     changed: dict[tuple[str, str], int] = {}
+    healed: dict[tuple[str, int, int], list[Pair]] = {}
     for projection in projections:
         accepted: list[Pair] = []
         for recorded, event in pairs:
@@ -189,16 +201,14 @@ async def apply_events(
                     stats.duplicates += 1
                 continue
             if recorded.version > last + 1:
-                if stats:
-                    stats.gaps += 1
-                log.warning(
-                    "%s: %s version %d arrived after version %d; waiting for the re-send",
-                    projection.name,
-                    recorded.stream_id,
-                    recorded.version,
-                    last,
-                )
-                continue
+                missing = (recorded.stream_id, last + 1, recorded.version - 1)
+                if missing not in healed:
+                    healed[missing] = await _heal_gap(missing, heal, upcasters, stats)
+                    # a gap is counted once per transaction, whatever the projections
+                    await _count(
+                        conn, {"gaps_healed": 1, "gap_events_healed": len(healed[missing])}
+                    )
+                accepted.extend(healed[missing])
             marks[key] = changed[key] = recorded.version
             accepted.append((recorded, event))
         if not accepted:
@@ -226,30 +236,74 @@ async def apply_events(
         )
 
 
-async def open_streams(conn: Conn, consumer: str, streams: list[str]) -> set[str]:
-    """Those of ``streams`` with an open dead letter (their new messages are parked)."""
-    if not streams:
-        return set()
-    cur = await conn.execute(
-        "SELECT DISTINCT stream_id FROM dead_letters "
-        "WHERE consumer = %s AND status = 'open' AND stream_id = ANY(%s)",
-        (consumer, streams),
+async def _count(conn: Conn, increments: Mapping[str, int]) -> None:
+    await conn.execute(
+        "INSERT INTO projection_counters (name, value) "
+        "SELECT * FROM unnest(%s::text[], %s::bigint[]) "
+        "ON CONFLICT (name) DO UPDATE SET value = projection_counters.value + EXCLUDED.value",
+        (list(increments), list(increments.values())),
     )
-    return {row[0] for row in await cur.fetchall()}
+
+
+async def _heal_gap(
+    missing: tuple[str, int, int],
+    heal: Heal | None,
+    upcasters: Upcasters | None,
+    stats: Stats | None,
+) -> list[Pair]:
+    stream_id, first, last = missing
+    if stats:
+        stats.gaps += 1
+    found = await heal(stream_id, first, last) if heal and upcasters else []
+    versions = [r.version for r in found]
+    if versions != list(range(first, last + 1)):
+        raise GapError(stream_id, first, last + 1)
+    assert upcasters is not None
+    log.warning("%s: versions %d..%d healed from the event store", stream_id, first, last)
+    if stats:
+        stats.gap_events_healed += len(found)
+    try:
+        return [(r, upcasters.decode(r)) for r in found]
+    except EventStoreError as exc:
+        raise BadMessage("decode", f"healing {stream_id}: {exc}") from None
+
+
+async def open_streams(conn: Conn, consumer: str, streams: list[str]) -> dict[str, int | None]:
+    """Those of ``streams`` whose new messages are parked, with the version let through.
+
+    A stream with an open dead letter lets nothing through (``None``); a stream whose
+    failing message waits for a delayed retry lets only that version through.
+    """
+    if not streams:
+        return {}
+    cur = await conn.execute(
+        "SELECT stream_id, NULL::int FROM dead_letters "
+        "WHERE consumer = %s AND status = 'open' AND stream_id = ANY(%s) "
+        "UNION ALL SELECT stream_id, version FROM projection_retries "
+        "WHERE consumer = %s AND stream_id = ANY(%s)",
+        (consumer, streams, consumer, streams),
+    )
+    held: dict[str, int | None] = {}
+    for stream_id, version in await cur.fetchall():
+        # an open dead letter wins over a retry hold: nothing passes
+        held[stream_id] = None if stream_id in held or version is None else version
+    return held
 
 
 async def park(conn: Conn, consumer: str, stream_id: str, message: Message) -> None:
-    """Hold a message back until its stream's dead letter is resolved."""
+    """Hold a message back until its stream's dead letter (or retry) is resolved."""
+    pos = message.position
     await conn.execute(
         'INSERT INTO parked_messages (consumer, stream_id, topic, partition, "offset", payload)'
         " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
-        (consumer, stream_id, message.topic, message.partition, message.offset, message.body()),
+        (consumer, stream_id, pos.source, pos.lane, pos.ordinal, message.body()),
     )
 
 
 async def store_dead_letter(conn: Conn, letter: DeadLetter) -> None:
     """Record a dead letter (idempotent on its source position)."""
     msg = letter.message
+    pos = msg.position
     await conn.execute(
         """
         INSERT INTO dead_letters (consumer, topic, partition, "offset", stream_id, event_id,
@@ -259,9 +313,9 @@ async def store_dead_letter(conn: Conn, letter: DeadLetter) -> None:
         """,
         (
             letter.consumer,
-            msg.topic,
-            msg.partition,
-            msg.offset,
+            pos.source,
+            pos.lane,
+            pos.ordinal,
             letter.stream_id,
             letter.event_id,
             letter.version,
@@ -290,14 +344,17 @@ def dead_letter_for(
         handler=handler,
         error=error,
         attempts=attempts,
-        stream_id=recorded.stream_id if recorded else message.key,
+        stream_id=recorded.stream_id if recorded else message.stream_id,
         event_id=str(recorded.event_id) if recorded else None,
         version=recorded.version if recorded else None,
     )
 
 
+_FAILURES = (HandlerError, BadMessage, psycopg.errors.IntegrityError)
+
+
 class Projector:
-    """Applies batches of messages from one source partition to the read models."""
+    """Applies batches of messages from a subscriber to the read models."""
 
     def __init__(
         self,
@@ -309,7 +366,8 @@ class Projector:
         retry_attempts: int = 3,
         backoff_initial_s: float = 0.1,
         backoff_max_s: float = 5.0,
-        dead_letter_sink: DeadLetterSink | None = None,
+        subscriber: Subscriber | None = None,
+        heal: Heal | None = None,
     ) -> None:
         self.pool = pool
         self.projections = list(projections)
@@ -318,27 +376,26 @@ class Projector:
         self.retry_attempts = retry_attempts
         self.backoff_initial_s = backoff_initial_s
         self.backoff_max_s = backoff_max_s
-        self.dead_letter_sink = dead_letter_sink
+        self.subscriber = subscriber
+        self.heal = heal
         self.stats = Stats()
         self.lock_key = consumer_lock_key(consumer)
 
     async def process(self, messages: Sequence[Message], checkpoint: Checkpoint) -> None:
         """Apply a batch with its checkpoint, exactly once.
 
-        ``messages`` keep each source partition's order; a batch may span partitions
-        (a stream lives in one partition, so its events stay in version order).
-
-        The fast path is one transaction for the whole batch. When it fails, the
-        batch is halved and each half tried in order, so the good messages commit in
-        large transactions and only the failing one ends up alone, retried and
+        ``messages`` keep each stream's order (a stream lives in one partition or
+        shard). The fast path is one transaction for the whole batch. When it fails,
+        the batch is halved and each half tried in order, so the good messages commit
+        in large transactions and only the failing one ends up alone, retried and
         dead-lettered. Database outages propagate: the caller restarts from the
-        stored position.
+        stored position (or the broker redelivers what was not acknowledged).
         """
         if not messages:
             return
         try:
             await self._transaction(messages, checkpoint)
-        except (HandlerError, BadMessage, psycopg.errors.IntegrityError) as exc:
+        except _FAILURES as exc:
             if len(messages) == 1:
                 await self._retry_one(messages[0], checkpoint, exc)
                 return
@@ -353,21 +410,48 @@ class Projector:
             # skip take this lock exclusively so no message is parked behind their back.
             await conn.execute("SELECT pg_advisory_xact_lock_shared(%s)", (self.lock_key,))
             streams = list(dict.fromkeys(r.stream_id for r, _ in pairs_by_message))
-            blocked = await open_streams(conn, self.consumer, streams)
+            held = await open_streams(conn, self.consumer, streams)
             ready: list[Pair] = []
+            retried: set[str] = set()
             for message, pair in zip(messages, pairs_by_message, strict=True):
-                if pair[0].stream_id in blocked:
-                    await park(conn, self.consumer, pair[0].stream_id, message)
+                stream = pair[0].stream_id
+                if stream in held and (held[stream] is None or held[stream] != pair[0].version):
+                    await park(conn, self.consumer, stream, message)
                     self.stats.parked += 1
-                else:
-                    ready.append(pair)
-            await apply_events(conn, self.projections, ready, stats=self.stats)
+                    continue
+                if stream in held:
+                    retried.add(stream)  # the delayed retry of the held message itself
+                ready.append(pair)
+            await apply_events(
+                conn,
+                self.projections,
+                ready,
+                stats=self.stats,
+                heal=self.heal,
+                upcasters=self.upcasters,
+            )
+            for stream in retried:
+                await self._release_hold(conn, stream)
             await checkpoint(conn, messages, pairs_by_message[-1][0].recorded_at)
         self.stats.batches += 1
         last = pairs_by_message[-1][0]
         self.stats.last = {"global_position": last.global_position, "at": last.recorded_at}
 
+    async def _release_hold(self, conn: Conn, stream: str) -> None:
+        """The retried message applied: lift the hold, apply what its stream parked."""
+        from projections.deadletters import release_parked
+
+        await conn.execute(
+            "DELETE FROM projection_retries WHERE consumer = %s AND stream_id = %s",
+            (self.consumer, stream),
+        )
+        await release_parked(conn, self.consumer, stream, self.projections, self.upcasters)
+
     async def _retry_one(self, message: Message, checkpoint: Checkpoint, first: Exception) -> None:
+        sub = self.subscriber
+        if sub is not None and sub.deferred_retry and not isinstance(first, BadMessage):
+            await self._retry_later(sub, message, checkpoint, first)
+            return
         error: Exception = first
         attempts = 1
         delay = self.backoff_initial_s
@@ -375,12 +459,10 @@ class Projector:
         # would only delay every other stream behind it.
         while not isinstance(error, BadMessage) and attempts < self.retry_attempts:
             log.warning(
-                "attempt %d of %d failed at %s[%d]@%d: %s; retrying in %.2fs",
+                "attempt %d of %d failed at %s: %s; retrying in %.2fs",
                 attempts,
                 self.retry_attempts,
-                message.topic,
-                message.partition,
-                message.offset,
+                message.position.token(),
                 error,
                 delay,
             )
@@ -390,9 +472,47 @@ class Projector:
             try:
                 await self._transaction([message], checkpoint)
                 return
-            except (HandlerError, BadMessage, psycopg.errors.IntegrityError) as exc:
+            except _FAILURES as exc:
                 error = exc
         await self._dead_letter(message, checkpoint, error, attempts)
+
+    async def _retry_later(
+        self, sub: Subscriber, message: Message, checkpoint: Checkpoint, error: Exception
+    ) -> None:
+        """Hand the message back to the transport for a delayed attempt, holding its stream.
+
+        Why hold: the transport keeps delivering the stream's later events while this
+        one waits in a retry queue; applying them first would break the stream's order,
+        so they are parked until the retry succeeds (or becomes a dead letter).
+        """
+        attempts = message.attempt
+        if attempts >= self.retry_attempts:
+            await self._dead_letter(message, checkpoint, error, attempts)
+            return
+        letter = dead_letter_for(self.consumer, message, "", "", attempts)
+        delay = min(self.backoff_initial_s * 2 ** (attempts - 1), self.backoff_max_s)
+        log.warning(
+            "attempt %d of %d failed at %s: %s; retrying through the transport in %.2fs",
+            attempts,
+            self.retry_attempts,
+            message.position.token(),
+            error,
+            delay,
+        )
+        if letter.stream_id is not None and letter.version is not None:
+            async with self.pool.connection() as conn, conn.transaction():
+                await conn.execute(
+                    "INSERT INTO projection_retries (consumer, stream_id, version, attempts, error)"
+                    " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (consumer, stream_id) DO UPDATE"
+                    " SET attempts = EXCLUDED.attempts, error = EXCLUDED.error,"
+                    " updated_at = now()",
+                    (self.consumer, letter.stream_id, letter.version, attempts, str(error)),
+                )
+                await checkpoint(conn, [message], None)
+        # Why after the commit: if we die before this publish, the broker redelivers the
+        # unacknowledged original, which the hold lets through and which fails again.
+        await sub.retry_later(message, attempts, delay)
+        self.stats.retries_deferred += 1
 
     async def _dead_letter(
         self, message: Message, checkpoint: Checkpoint, error: Exception, attempts: int
@@ -405,21 +525,34 @@ class Projector:
             handler = "database"
         letter = dead_letter_for(self.consumer, message, handler, str(error), attempts)
         log.error(
-            "dead-lettering %s[%d]@%d (stream %s) after %d attempt(s): %s",
-            message.topic,
-            message.partition,
-            message.offset,
+            "dead-lettering %s (stream %s) after %d attempt(s): %s",
+            message.position.token(),
             letter.stream_id,
             attempts,
             error,
         )
         # Why publish before storing: the stored row advances the position; a crash
-        # in between re-delivers the message, which dead-letters again (the topic may
-        # see it twice, the table once).
-        if self.dead_letter_sink is not None:
-            await self.dead_letter_sink(letter)
+        # in between re-delivers the message, which dead-letters again (the broker's
+        # dead-letter destination may see it twice, the table once).
+        if self.subscriber is not None:
+            await self.subscriber.publish_dead_letter(
+                message,
+                {
+                    "dlt.error": letter.error,
+                    "dlt.handler": letter.handler,
+                    "dlt.attempts": str(letter.attempts),
+                    "dlt.consumer": letter.consumer,
+                    "dlt.position": message.position.token(),
+                },
+            )
         async with self.pool.connection() as conn, conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock_shared(%s)", (self.lock_key,))
             await store_dead_letter(conn, letter)
+            if letter.stream_id is not None:
+                # the stream's retry hold (if any) becomes the dead letter's parking
+                await conn.execute(
+                    "DELETE FROM projection_retries WHERE consumer = %s AND stream_id = %s",
+                    (self.consumer, letter.stream_id),
+                )
             await checkpoint(conn, [message], None)
         self.stats.dead_lettered += 1

@@ -3,7 +3,7 @@
 Queries keep reading the live tables while the copy fills; the swap at the end
 takes the locks briefly, applies whatever was appended meanwhile, renames the copy
 into place and replaces the model's watermarks, all in one transaction.
-Kafka is never read: its retention is limited, the store is the source of truth.
+No transport is read: Kafka's retention is limited, the store is the source of truth.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from psycopg import sql
 
 from eventstore.envelope import START, FeedCursor, RecordedEvent
 from eventstore.postgres import PostgresEventStore
-from projections.engine import BadMessage, Message, apply_events, decode_message
+from projections.engine import BadMessage, Message, Position, apply_events, decode_message
 from projections.handlers import Conn, Pair, Projection
 
 SUFFIX = "__rebuild"
@@ -109,7 +109,7 @@ async def _apply(
             )
             continue
         message = Message(
-            "$feed", 0, recorded.global_position, recorded.stream_id, recorded=recorded
+            Position("$feed", 0, recorded.global_position), recorded.stream_id, recorded=recorded
         )
         try:
             pairs.append(decode_message(message, store.upcasters))

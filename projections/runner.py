@@ -1,9 +1,10 @@
-"""The projector process: a Kafka consumer group, or the store's feed in embedded mode.
+"""The projector process: one subscriber of the chosen transport feeding the Projector.
 
-Both modes hand batches to the same ``Projector`` with a checkpoint written in the
-batch's transaction: Kafka mode stores (topic, partition, next offset) per
-partition and seeks to them on every assignment; embedded mode stores the feed
-cursor. Kafka's own committed offsets are never trusted for correctness.
+Every transport hands batches to the same ``Projector`` with a checkpoint written in
+the batch's transaction (Kafka offsets, the feed cursor) or an acknowledgement after
+it (RabbitMQ). Before following the transport, read models that never caught up
+(added later, or their positions lost) bootstrap from the event store; gaps are
+healed from the store too. A broker's own committed offsets are never trusted.
 """
 
 from __future__ import annotations
@@ -15,29 +16,28 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
 from psycopg_pool import AsyncConnectionPool
 
-from eventstore.envelope import START, FeedCursor
+from eventstore.envelope import START, RecordedEvent
 from eventstore.migrate import psycopg_url, upgrade
 from eventstore.postgres import PostgresEventStore
-from eventstore.upcasting import Upcasters, default_upcasters
-from projections.engine import DeadLetter, Message, Projector
-from projections.handlers import Conn, Projection, default_projections
-from sagaflow.settings import Settings
-from streaming.kafka import (
-    bootstrap,
-    ensure_topic,
-    idempotent_producer,
-    quiet_kafka_logs,
-    run_until_stopped,
-)
+from eventstore.upcasting import Upcasters
+from projections.engine import Heal, Message, Position, Projector
+from projections.handlers import Projection, default_projections
+from sagaflow.settings import Settings, Transport
+from streaming.embedded import FEED_SOURCE, load_feed_checkpoint
+from streaming.kafka import quiet_kafka_logs, run_until_stopped
 from streaming.relay import RETRYABLE, feed_lag, relay_lag
+from streaming.transport import (
+    Batch,
+    Subscriber,
+    make_subscriber,
+    no_checkpoint,
+    transport_backlog,
+    why_refused,
+)
 
 log = logging.getLogger("sagaflow.projector")
-
-FEED_TOPIC = "$feed"
 
 
 async def open_pool(
@@ -58,222 +58,118 @@ async def open_pool(
     return pool
 
 
-# --- Kafka mode -------------------------------------------------------------------------
+def store_healer(store: PostgresEventStore) -> Heal:
+    """Reads a stream's missing versions from the event store (the source of truth)."""
+
+    async def heal(stream_id: str, first: int, last: int) -> list[RecordedEvent]:
+        return [e for e in await store.read_stream(stream_id, first) if e.version <= last]
+
+    return heal
 
 
-def kafka_checkpoint(consumer: str):  # type: ignore[no-untyped-def]
-    """A checkpoint writing the partition's next offset (monotonic) in the transaction."""
-
-    async def write(conn: Conn, messages: Sequence[Message], last_at: datetime | None) -> None:
-        ends: dict[tuple[str, int], int] = {}
-        for m in messages:
-            key = (m.topic, m.partition)
-            ends[key] = max(ends.get(key, 0), m.offset + 1)
-        # Why greatest(): during a rebalance the old owner may commit after the new
-        # one; the stored position must never move backwards.
-        async with conn.cursor() as cur:
-            await cur.executemany(
-                """
-                INSERT INTO projection_offsets (consumer, topic, partition, next_offset,
-                                                last_event_at)
-                VALUES (%s, %s, %s, %s, %s)
-                ON CONFLICT (consumer, topic, partition) DO UPDATE
-                SET next_offset = greatest(projection_offsets.next_offset, EXCLUDED.next_offset),
-                    last_event_at = coalesce(EXCLUDED.last_event_at,
-                                             projection_offsets.last_event_at),
-                    updated_at = now()
-                """,
-                [(consumer, t, p, end, last_at) for (t, p), end in sorted(ends.items())],
-            )
-
-    return write
+def build_projector(
+    settings: Settings,
+    pool: AsyncConnectionPool,
+    store: PostgresEventStore,
+    projections: Sequence[Projection],
+    subscriber: Subscriber | None,
+) -> Projector:
+    """The Projector of this process, with the settings' retries and gap healing."""
+    return Projector(
+        pool,
+        projections,
+        store.upcasters,
+        consumer=settings.projector_group,
+        retry_attempts=settings.projector_retry_attempts,
+        backoff_initial_s=settings.projector_backoff_initial_s,
+        backoff_max_s=settings.projector_backoff_max_s,
+        subscriber=subscriber,
+        heal=store_healer(store),
+    )
 
 
-class _ResumeFromPostgres(ConsumerRebalanceListener):
-    """Seeks every newly assigned partition to the offset stored with the read models."""
+async def needs_bootstrap(
+    pool: AsyncConnectionPool, projections: Sequence[Projection]
+) -> list[str]:
+    """Read models that never caught up from the store, or whose positions are gone.
 
-    def __init__(self, runner: KafkaProjectorRunner) -> None:
-        self.runner = runner
-
-    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
-        # Why take the lock: let the batch in progress commit before the partition
-        # moves to another member, so the two never apply the same messages at once.
-        async with self.runner.batch_lock:
-            pass
-
-    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
-        runner = self.runner
-        async with runner.pool.connection() as conn:
-            cur = await conn.execute(
-                "SELECT topic, partition, next_offset FROM projection_offsets WHERE consumer = %s",
-                (runner.group,),
-            )
-            stored = {TopicPartition(t, p): o for t, p, o in await cur.fetchall()}
-        for tp in assigned:
-            if tp in stored:
-                runner.consumer.seek(tp, stored[tp])
-            else:
-                await runner.consumer.seek_to_beginning(tp)
-        log.info("assigned %s", sorted((tp.partition, stored.get(tp, 0)) for tp in assigned))
-
-
-class KafkaProjectorRunner:
-    """A member of the projector consumer group."""
-
-    def __init__(
-        self,
-        settings: Settings,
-        pool: AsyncConnectionPool,
-        projections: Sequence[Projection],
-        upcasters: Upcasters,
-    ) -> None:
-        self.settings = settings
-        self.pool = pool
-        self.group = settings.projector_group
-        self.batch_lock = asyncio.Lock()
-        self.consumer = AIOKafkaConsumer(
-            bootstrap_servers=bootstrap(settings),
-            group_id=self.group,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            max_poll_records=settings.projector_batch_size,
-            fetch_max_bytes=32 * 1024 * 1024,
-            max_partition_fetch_bytes=8 * 1024 * 1024,
-            session_timeout_ms=10_000,
-            heartbeat_interval_ms=2_000,
-        )
-        self.producer = idempotent_producer(settings, linger_ms=0)
-        self.projector = Projector(
-            pool,
-            projections,
-            upcasters,
-            consumer=self.group,
-            retry_attempts=settings.projector_retry_attempts,
-            backoff_initial_s=settings.projector_backoff_initial_s,
-            backoff_max_s=settings.projector_backoff_max_s,
-            dead_letter_sink=self._publish_dead_letter,
-        )
-        self.checkpoint = kafka_checkpoint(self.group)
-
-    async def _publish_dead_letter(self, letter: DeadLetter) -> None:
-        msg = letter.message
-        headers = [
-            *msg.headers,
-            ("dlt.error", letter.error.encode()),
-            ("dlt.handler", letter.handler.encode()),
-            ("dlt.attempts", str(letter.attempts).encode()),
-            ("dlt.topic", msg.topic.encode()),
-            ("dlt.partition", str(msg.partition).encode()),
-            ("dlt.offset", str(msg.offset).encode()),
-            ("dlt.consumer", letter.consumer.encode()),
-        ]
-        await self.producer.send_and_wait(
-            self.settings.kafka_dead_letter_topic,
-            value=msg.body(),
-            key=msg.key.encode() if msg.key else None,
-            headers=headers,
-        )
-
-    async def run(self, stop: asyncio.Event) -> None:
-        """Consume and apply until ``stop`` is set."""
-        s = self.settings
-        await ensure_topic(s, s.kafka_topic)
-        await ensure_topic(s, s.kafka_dead_letter_topic)
-        await self.producer.start()
-        self.consumer.subscribe([s.kafka_topic], listener=_ResumeFromPostgres(self))
-        await self.consumer.start()
-        try:
-            while not stop.is_set():
-                polled = await self.consumer.getmany(
-                    timeout_ms=int(s.projector_poll_interval_s * 1000),
-                    max_records=s.projector_batch_size,
-                )
-                # One transaction for the whole poll (all partitions): fewer, larger
-                # commits. A stream lives in one partition, so its order is kept.
-                async with self.batch_lock:
-                    assigned = self.consumer.assignment()
-                    messages = [
-                        Message(
-                            topic=r.topic,
-                            partition=r.partition,
-                            offset=r.offset,
-                            key=r.key.decode(errors="replace") if r.key else None,
-                            payload=r.value if r.value is not None else b"",
-                            headers=tuple(r.headers or ()),
-                        )
-                        for tp, records in polled.items()
-                        if tp in assigned  # revoked while we polled: the new owner resumes
-                        for r in records
-                    ]
-                    await self.projector.process(messages, self.checkpoint)
-        finally:
-            await self.consumer.stop()
-            await self.producer.stop()
-
-
-# --- embedded mode ------------------------------------------------------------------------
-
-
-async def load_feed_checkpoint(pool: AsyncConnectionPool, consumer: str) -> FeedCursor:
-    """The embedded projector's stored feed cursor."""
+    A read model's positions are its per-stream watermarks: none at all means it
+    has never applied anything (added later, or its rows were lost).
+    """
+    names = [p.name for p in projections]
     async with pool.connection() as conn:
         cur = await conn.execute(
-            "SELECT epoch, tx_id, position FROM projection_feed_checkpoints WHERE consumer = %s",
-            (consumer,),
+            "SELECT n FROM unnest(%s::text[]) AS n WHERE n NOT IN "
+            "(SELECT projection FROM projection_bootstraps) OR NOT EXISTS "
+            "(SELECT 1 FROM projection_watermarks w WHERE w.projection = n)",
+            (names,),
         )
-        row = await cur.fetchone()
-        return FeedCursor(*row) if row else START
+        return [row[0] for row in await cur.fetchall()]
 
 
-def feed_checkpoint(consumer: str, cursors: dict[int, FeedCursor]):  # type: ignore[no-untyped-def]
-    """A checkpoint writing the feed cursor of the batch's last event in the transaction."""
+async def bootstrap_projections(
+    settings: Settings,
+    store: PostgresEventStore,
+    pool: AsyncConnectionPool,
+    projections: Sequence[Projection],
+    subscriber: Subscriber,
+) -> int:
+    """Catch new read models up from the event store; returns the events read.
 
-    async def write(conn: Conn, messages: Sequence[Message], last_at: datetime | None) -> None:
-        cursor = cursors[messages[-1].offset]
+    Skipped when the group has no position yet and the transport still holds every
+    record from the beginning (it will deliver them all). Otherwise the whole feed is
+    applied to the new read models only, through the Projector (so a failing event is
+    retried and dead-lettered, never skipped). Why "no gap, no double count" holds
+    afterwards: the transport's later deliveries of the same events are at or below
+    the watermarks written here (duplicates), anything newer is the next version (or
+    a gap healed from the store).
+    """
+    wanted = await needs_bootstrap(pool, projections)
+    if not wanted:
+        return 0
+    done = 0
+    if not await subscriber.replays_from_start():
+        chosen = [p for p in projections if p.name in wanted]
+        log.info("bootstrapping %s from the event store", ", ".join(sorted(wanted)))
+        projector = build_projector(settings, pool, store, chosen, None)
+        cursor = START
+        while batch := await store.read_feed(cursor, settings.projector_batch_size):
+            messages = [
+                Message(Position(FEED_SOURCE, 0, e.global_position), e.stream_id, recorded=e)
+                for e in batch
+            ]
+            await projector.process(messages, no_checkpoint)
+            cursor = batch[-1].cursor
+            done += len(batch)
+    async with pool.connection() as conn:
         await conn.execute(
-            """
-            INSERT INTO projection_feed_checkpoints (consumer, epoch, tx_id, position)
-            VALUES (%s, %s, %s, %s)
-            ON CONFLICT (consumer) DO UPDATE
-            SET epoch = EXCLUDED.epoch, tx_id = EXCLUDED.tx_id, position = EXCLUDED.position,
-                updated_at = now()
-            """,
-            (consumer, cursor.epoch, cursor.tx_id, cursor.position),
+            "INSERT INTO projection_bootstraps (projection) SELECT unnest(%s::text[]) "
+            "ON CONFLICT DO NOTHING",
+            (sorted(wanted),),
         )
+    return done
 
-    return write
 
-
-async def run_embedded(
+async def follow(
     settings: Settings,
     store: PostgresEventStore,
     pool: AsyncConnectionPool,
     projections: Sequence[Projection],
     stop: asyncio.Event,
 ) -> Projector:
-    """Apply the store's feed directly (no Kafka), same handlers, same checkpoint rule."""
-    consumer = settings.projector_group
-    projector = Projector(
-        pool,
-        projections,
-        store.upcasters,
-        consumer=consumer,
-        retry_attempts=settings.projector_retry_attempts,
-        backoff_initial_s=settings.projector_backoff_initial_s,
-        backoff_max_s=settings.projector_backoff_max_s,
-    )
-    start = await load_feed_checkpoint(pool, consumer)
-    async for batch in store.follow(
-        start,
-        batch_size=settings.projector_batch_size,
-        poll_interval_s=settings.projector_poll_interval_s,
-        stop=stop,
-    ):
-        cursors = {e.global_position: e.cursor for e in batch}
-        messages = [
-            Message(FEED_TOPIC, 0, e.global_position, e.stream_id, recorded=e) for e in batch
-        ]
-        await projector.process(messages, feed_checkpoint(consumer, cursors))
+    """Bootstrap what needs it, then apply the transport's batches until ``stop``."""
+    subscriber = make_subscriber(settings, pool, store)
+    await bootstrap_projections(settings, store, pool, projections, subscriber)
+    projector = build_projector(settings, pool, store, projections, subscriber)
+
+    async def deliver(batch: Batch) -> None:
+        await projector.process(batch.messages, batch.checkpoint)
+        if batch.settle is not None:
+            # Why after process(): every message is committed, dead-lettered or held
+            # for a delayed retry in PostgreSQL; only now may the broker forget it.
+            await batch.settle()
+
+    await subscriber.run(deliver, stop)
     return projector
 
 
@@ -287,46 +183,30 @@ async def run_projector(
     projections: Sequence[Projection] | None = None,
     upcasters: Upcasters | None = None,
 ) -> None:
-    """Process entry point: Kafka consumer group, or embedded mode when Kafka is disabled.
+    """Process entry point: the subscriber of SAGAFLOW_TRANSPORT feeding the read models.
 
-    A Kafka outage stops the consumer; it is restarted with backoff and resumes from
-    the offsets stored in PostgreSQL.
+    A broker or database outage stops the subscriber; it is restarted with backoff
+    and resumes from the positions stored in PostgreSQL (or what the broker redelivers).
     """
     if not settings.database_url:
         raise ValueError("SAGAFLOW_DATABASE_URL is not set")
     stop = stop or asyncio.Event()
     chosen = list(projections) if projections is not None else default_projections()
+    quiet_kafka_logs()
     pool = await open_pool(settings.database_url)
     try:
-        if not settings.kafka_enabled:
-            store = await PostgresEventStore.connect(
-                settings.database_url, migrate=False, max_size=2, upcasters=upcasters
+        store = await PostgresEventStore.connect(
+            settings.database_url, migrate=False, max_size=2, upcasters=upcasters
+        )
+        try:
+            await run_until_stopped(
+                _retry_forever(lambda: follow(settings, store, pool, chosen, stop), settings, stop),
+                stop,
             )
-            try:
-                await _retry_forever(
-                    lambda: run_embedded(settings, store, pool, chosen, stop), settings, stop
-                )
-            finally:
-                await store.close()
-            return
-        quiet_kafka_logs()
-        await run_until_stopped(_consume_forever(settings, pool, chosen, upcasters, stop), stop)
+        finally:
+            await store.close()
     finally:
         await pool.close()
-
-
-async def _consume_forever(
-    settings: Settings,
-    pool: AsyncConnectionPool,
-    projections: Sequence[Projection],
-    upcasters: Upcasters | None,
-    stop: asyncio.Event,
-) -> None:
-    async def consume() -> None:
-        runner = KafkaProjectorRunner(settings, pool, projections, upcasters or default_upcasters())
-        await runner.run(stop)
-
-    await _retry_forever(consume, settings, stop)
 
 
 async def _retry_forever(
@@ -343,6 +223,8 @@ async def _retry_forever(
             await run()
             return
         except RETRYABLE as exc:
+            if (fatal := await why_refused(settings, exc)) is not None:
+                raise fatal from None
             log.warning("projector: %s (%s); restarting in %.1fs", type(exc).__name__, exc, delay)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), delay)
@@ -368,18 +250,11 @@ class ProjectorLag:
         )
 
 
-async def projector_lag(
-    store: PostgresEventStore,
-    settings: Settings,
-    *,
-    consumer: AIOKafkaConsumer | None = None,
-) -> ProjectorLag:
+async def projector_lag(store: PostgresEventStore, settings: Settings) -> ProjectorLag:
     """Lag of the read models behind the store, for /metrics and API backpressure.
 
-    Embedded mode: measured on the feed from the projector's cursor. Kafka mode: the
-    relay's lag plus, per partition, the log end offset minus the offset stored with
-    the read models. Pass a started ``consumer`` (no group) to reuse one connection
-    across calls; otherwise a short-lived one is opened.
+    Embedded: measured on the feed from the projector's cursor. With a broker: the
+    relay's lag plus what the transport still holds for the projector group.
     """
     pool = store.pool
     group = settings.projector_group
@@ -392,56 +267,12 @@ async def projector_lag(
         counts = await cur.fetchone()
     assert counts is not None
     letters, parked = int(counts[0]), int(counts[1])
-    if not settings.kafka_enabled:
+    if settings.transport_kind is Transport.EMBEDDED:
         lag = await feed_lag(store, await load_feed_checkpoint(pool, group))
         return ProjectorLag(lag.events, lag.seconds, letters, parked)
     relay = await relay_lag(store, settings.relay_name)
-    async with pool.connection() as conn:
-        cur = await conn.execute(
-            "SELECT partition, next_offset, last_event_at FROM projection_offsets "
-            "WHERE consumer = %s AND topic = %s",
-            (group, settings.kafka_topic),
-        )
-        stored = {p: (o, at) for p, o, at in await cur.fetchall()}
-    ends = await _end_offsets(settings, consumer)
-    behind = 0
-    oldest: datetime | None = None
-    for partition, end in ends.items():
-        offset, at = stored.get(partition, (0, None))
-        if end > offset:
-            behind += end - offset
-            if at is not None and (oldest is None or at < oldest):
-                oldest = at
+    backlog = await transport_backlog(settings, pool)
     seconds = relay.seconds
-    if behind and oldest is not None:
-        seconds = max(seconds, (datetime.now(UTC) - oldest).total_seconds())
-    return ProjectorLag(relay.events + behind, seconds, letters, parked)
-
-
-async def topic_partitions(settings: Settings, topic: str) -> set[int]:
-    """The partition ids of ``topic`` (empty when it does not exist)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap(settings), request_timeout_ms=15_000)
-    await admin.start()
-    try:
-        described = await admin.describe_topics([topic])
-    finally:
-        await admin.close()
-    return {p["partition"] for d in described if d.get("error_code") == 0 for p in d["partitions"]}
-
-
-async def _end_offsets(settings: Settings, consumer: AIOKafkaConsumer | None) -> dict[int, int]:
-    own = consumer is None
-    if consumer is None:
-        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap(settings), enable_auto_commit=False)
-        await consumer.start()
-    try:
-        partitions = consumer.partitions_for_topic(settings.kafka_topic)
-        if not partitions:
-            # A consumer knows only its subscriptions' metadata: ask the cluster.
-            partitions = await topic_partitions(settings, settings.kafka_topic)
-        tps = [TopicPartition(settings.kafka_topic, p) for p in sorted(partitions)]
-        ends = await consumer.end_offsets(tps) if tps else {}
-        return {tp.partition: int(offset) for tp, offset in ends.items()}
-    finally:
-        if own:
-            await consumer.stop()
+    if backlog.messages and backlog.last_applied_at is not None:
+        seconds = max(seconds, (datetime.now(UTC) - backlog.last_applied_at).total_seconds())
+    return ProjectorLag(relay.events + backlog.messages, seconds, letters, parked)

@@ -48,6 +48,22 @@ async def connect_temporal(settings: Settings) -> Any:
     )
 
 
+def kafka_client_options(settings: Settings, **overrides: Any) -> dict[str, Any]:
+    """Keyword arguments for every aiokafka constructor: bootstrap list, SASL and TLS.
+
+    Why one factory: a client built without it would connect in plaintext whatever
+    the settings say (the relay, projector, admin clients and ``/ready`` all use it).
+    """
+    if not settings.kafka_bootstrap:
+        raise SettingsError(
+            "SAGAFLOW_KAFKA_BOOTSTRAP is not set (or set SAGAFLOW_TRANSPORT=embedded "
+            "to run projections on the event store's feed)"
+        )
+    options = {"bootstrap_servers": settings.kafka_bootstrap, **kafka_security(settings)}
+    options.update(overrides)
+    return options
+
+
 def kafka_security(settings: Settings) -> dict[str, Any]:
     """SASL/TLS keyword arguments for aiokafka producers, consumers and admin clients."""
     options: dict[str, Any] = {"security_protocol": settings.kafka_security_protocol}
@@ -68,3 +84,45 @@ def kafka_security(settings: Settings) -> dict[str, Any]:
             else None
         )
     return options
+
+
+def rabbitmq_url(settings: Settings) -> str:
+    """The broker URL, with the configured user and password when the URL names none."""
+    if not settings.rabbitmq_url:
+        raise SettingsError(
+            "SAGAFLOW_RABBITMQ_URL is not set: give amqp://host:port/ of a broker "
+            "(or run 'sagaflow services up rabbitmq', which starts one)"
+        )
+    url = settings.rabbitmq_url
+    scheme, _, rest = url.partition("://")
+    if "@" not in rest.split("/", 1)[0]:
+        from urllib.parse import quote
+
+        user = quote(settings.rabbitmq_username, safe="")
+        password = quote(settings.rabbitmq_password.get_secret_value(), safe="")
+        url = f"{scheme}://{user}:{password}@{rest}"
+    return url
+
+
+async def connect_rabbitmq(settings: Settings, **kwargs: Any) -> Any:
+    """An aio-pika connection with the settings' credentials and TLS (every caller uses it).
+
+    TLS is on for ``amqps://`` URLs; the CA, certificate and key come from
+    SAGAFLOW_RABBITMQ_SSL_CAFILE / _CERTFILE / _KEYFILE.
+    """
+    import ssl
+
+    import aio_pika
+
+    url = rabbitmq_url(settings)
+    context = None
+    if url.startswith("amqps://"):
+        context = ssl.create_default_context(
+            cafile=str(settings.rabbitmq_ssl_cafile) if settings.rabbitmq_ssl_cafile else None
+        )
+        if settings.rabbitmq_ssl_certfile:
+            context.load_cert_chain(
+                str(settings.rabbitmq_ssl_certfile),
+                str(settings.rabbitmq_ssl_keyfile) if settings.rabbitmq_ssl_keyfile else None,
+            )
+    return await aio_pika.connect(url, ssl_context=context, **kwargs)

@@ -8,6 +8,7 @@ wiring code (``load_settings()``), so tests can build others.
 
 from __future__ import annotations
 
+import logging
 from enum import StrEnum
 from pathlib import Path
 
@@ -27,6 +28,18 @@ class Environment(StrEnum):
 
     DEVELOPMENT = "development"
     PRODUCTION = "production"
+
+
+#: the deprecation line for SAGAFLOW_KAFKA_ENABLED=false is said once per process
+_DEPRECATION_SAID: list[bool] = []
+
+
+class Transport(StrEnum):
+    """How events travel from the relay to the projections (SAGAFLOW_TRANSPORT)."""
+
+    KAFKA = "kafka"
+    RABBITMQ = "rabbitmq"
+    EMBEDDED = "embedded"
 
 
 class Settings(BaseSettings):
@@ -56,7 +69,9 @@ class Settings(BaseSettings):
 
     # Kafka: an external bootstrap list, or the local KRaft broker (0 = free port).
     kafka_bootstrap: str | None = Field(default=None, description="host:port[,host:port]")
-    kafka_enabled: bool = Field(default=True, description="false = embedded mode, no Kafka")
+    kafka_enabled: bool = Field(
+        default=True, description="deprecated: false = SAGAFLOW_TRANSPORT=embedded"
+    )
     kafka_port: int = Field(default=0, ge=0, le=65535)
     kafka_controller_port: int = Field(default=0, ge=0, le=65535)
     kafka_heap_mb: int = Field(default=512, ge=128, le=16384)
@@ -142,9 +157,6 @@ class Settings(BaseSettings):
     )
     relay_backoff_initial_s: float = Field(default=0.2, gt=0)
     relay_backoff_max_s: float = Field(default=10.0, gt=0)
-    relay_fault_after_publish: bool = Field(
-        default=False, description="tests only: exit between publish and checkpoint"
-    )
     projector_group: str = Field(default="sagaflow-projector", description="consumer group")
     projector_batch_size: int = Field(default=2000, ge=1, le=100_000)
     projector_poll_interval_s: float = Field(default=0.05, gt=0)
@@ -185,6 +197,33 @@ class Settings(BaseSettings):
 
     service_start_timeout_s: float = Field(default=120.0, gt=0)
 
+    # --- transports (issue 13): the transport port, RabbitMQ, integration subscribers ---
+    transport: Transport | None = Field(
+        default=None, description="kafka | rabbitmq | embedded (unset: kafka)"
+    )
+    #: Kafka topic retention, set when the topic is created (-1 = keep forever). New read
+    #: models bootstrap from the event store, so records older than this are never needed.
+    kafka_retention_ms: int = Field(default=7 * 86400 * 1000, ge=-1)
+    rabbitmq_url: str | None = Field(default=None, description="amqp[s]://user:pass@host:port/")
+    rabbitmq_port: int = Field(default=0, ge=0, le=65535, description="the local broker")
+    rabbitmq_dist_port: int = Field(default=0, ge=0, le=65535)
+    rabbitmq_username: str = Field(default="guest", description="used when the URL has none")
+    rabbitmq_password: SecretStr = SecretStr("guest")
+    rabbitmq_ssl_cafile: Path | None = None
+    rabbitmq_ssl_certfile: Path | None = None
+    rabbitmq_ssl_keyfile: Path | None = None
+    rabbitmq_bin_dir: Path = Field(
+        default=Path("/usr/lib/rabbitmq/bin"), description="Debian's rabbitmq-server"
+    )
+    rabbitmq_exchange: str = Field(default="sagaflow.events", description="topic exchange")
+    #: shard queues per projector group; a stream always hashes to the same one.
+    #: Why fixed: changing it moves streams between queues, which could reorder them.
+    rabbitmq_shards: int = Field(default=4, ge=1, le=256)
+    rabbitmq_prefetch: int = Field(default=2000, ge=1, le=65535)
+    rabbitmq_confirm_window: int = Field(default=1000, ge=1, le=100_000)
+    subscriber_retry_attempts: int = Field(default=5, ge=1, le=100)
+    subscriber_backoff_initial_s: float = Field(default=0.5, gt=0)
+
     api_keys: dict[str, str] = Field(
         default_factory=dict, description='JSON {"key": "read,write,admin"}'
     )
@@ -210,6 +249,13 @@ class Settings(BaseSettings):
         if value is not None:
             for part in value.split(","):
                 _require_host_port(part.strip())
+        return value
+
+    @field_validator("rabbitmq_url")
+    @classmethod
+    def _rabbitmq_url_is_amqp(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("amqp://", "amqps://")):
+            raise ValueError("must start with amqp:// or amqps:// (a RabbitMQ broker URL)")
         return value
 
     @field_validator("api_keys")
@@ -239,17 +285,41 @@ class Settings(BaseSettings):
                 self.temporal_ui_port,
                 self.kafka_port,
                 self.kafka_controller_port,
+                self.rabbitmq_port,
+                self.rabbitmq_dist_port,
             )
             if p
         ]
         if len(distinct) != len(set(distinct)):
             raise ValueError("the fixed service ports must differ from each other")
+        if self.transport is None and not self.kafka_enabled and not _DEPRECATION_SAID:
+            _DEPRECATION_SAID.append(True)
+            logging.getLogger("sagaflow.settings").warning(
+                "SAGAFLOW_KAFKA_ENABLED=false is deprecated: set SAGAFLOW_TRANSPORT=embedded"
+            )
+        if self.transport is not None:
+            # Why: code (and other processes' env) still reading kafka_enabled must agree.
+            self.kafka_enabled = self.transport is Transport.KAFKA
         return self
 
     @property
+    def transport_kind(self) -> Transport:
+        """The chosen transport: SAGAFLOW_TRANSPORT, else the deprecated Kafka switch."""
+        if self.transport is not None:
+            return self.transport
+        return Transport.KAFKA if self.kafka_enabled else Transport.EMBEDDED
+
+    @property
     def kafka_mode(self) -> bool:
-        """True when projections are fed through Kafka, False in embedded mode."""
-        return self.kafka_enabled
+        """True when projections are fed through Kafka."""
+        return self.transport_kind is Transport.KAFKA
+
+    def with_transport(self, transport: Transport | str) -> Settings:
+        """A copy using ``transport`` (keeps the deprecated switch consistent)."""
+        chosen = Transport(transport)
+        return self.model_copy(
+            update={"transport": chosen, "kafka_enabled": chosen is Transport.KAFKA}
+        )
 
 
 def _require_host_port(value: str) -> None:

@@ -26,7 +26,7 @@ from sagaflow.services.base import (
     tail,
     wait_until,
 )
-from sagaflow.settings import Settings, load_settings
+from sagaflow.settings import Settings, Transport, load_settings
 
 PROCESSES = ("worker", "relay", "projector", "api")
 
@@ -47,12 +47,13 @@ class Stack:
         """Start the services, then the processes; wait until the API is ready."""
         settings = self.settings
         no_java = shutil.which(settings.java_bin) is None
-        if settings.kafka_enabled and not settings.kafka_bootstrap and no_java:
+        kafka = settings.transport_kind is Transport.KAFKA
+        if kafka and not settings.kafka_bootstrap and no_java:
             self.notes.append(
                 f"no Java ({settings.java_bin!r} not found): projections follow the event "
                 "store's feed instead of Kafka (embedded mode)"
             )
-            self.settings = settings.model_copy(update={"kafka_enabled": False})
+            self.settings = settings = settings.with_transport(Transport.EMBEDDED)
         self.services = LocalServices(settings)
         try:
             self.services.start()
@@ -68,7 +69,8 @@ class Stack:
         env = {
             **os.environ,
             "SAGAFLOW_DATA_DIR": str(self.settings.data_dir),
-            "SAGAFLOW_KAFKA_ENABLED": "true" if self.settings.kafka_enabled else "false",
+            "SAGAFLOW_TRANSPORT": self.settings.transport_kind.value,
+            "SAGAFLOW_KAFKA_ENABLED": "true" if self.settings.kafka_mode else "false",
             "SAGAFLOW_API_PORT": str(port),
             "SAGAFLOW_API_HOST": self.settings.api_host,
         }
@@ -79,12 +81,15 @@ class Stack:
             or (running["temporal"].addresses["address"] if "temporal" in running else None),
             "SAGAFLOW_KAFKA_BOOTSTRAP": self.settings.kafka_bootstrap
             or (running["kafka"].addresses["bootstrap"] if "kafka" in running else None),
+            "SAGAFLOW_RABBITMQ_URL": self.settings.rabbitmq_url
+            or (running["rabbitmq"].addresses["url"] if "rabbitmq" in running else None),
         }
         env.update({name: value for name, value in addresses.items() if value})
         env.update(self.extra_env)
         self.env = env
         logs = self.settings.data_dir.resolve() / "logs"
-        wanted = [p for p in PROCESSES if p != "relay" or self.settings.kafka_enabled]
+        embedded = self.settings.transport_kind is Transport.EMBEDDED
+        wanted = [p for p in PROCESSES if p != "relay" or not embedded]
         for name in wanted:
             self.start_process(name)
         self.api_url = f"http://{self.settings.api_host}:{port}"

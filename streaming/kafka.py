@@ -1,8 +1,13 @@
-"""Kafka plumbing shared by the relay, the projector and the dead-letter topic.
+"""The Kafka transport: publisher, subscriber (consumer group), topics, backlog.
 
 The wire format: key = ``stream_id`` (so one aggregate's events share a partition
 and keep their order), value = the JSON envelope, headers = the envelope's scalar
-fields (routing and tracing without parsing the body).
+fields (routing and tracing without parsing the body). Every aiokafka client is
+built with ``sagaflow.clients.kafka_client_options`` (bootstrap, SASL, TLS).
+
+Retention: the topic is created with ``retention.ms`` = SAGAFLOW_KAFKA_RETENTION_MS
+(7 days by default). Nothing depends on old records: the event store is the source
+of truth, a new read model bootstraps from it, and a version gap is healed from it.
 """
 
 from __future__ import annotations
@@ -10,15 +15,19 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Sequence
+from datetime import datetime
 from typing import Any
 
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
+from psycopg_pool import AsyncConnectionPool
 
 from eventstore.envelope import RecordedEvent
+from sagaflow.clients import kafka_client_options
 from sagaflow.settings import Settings
+from streaming.transport import Backlog, Batch, Deliver, Message, Position, Publisher, Subscriber
 
 log = logging.getLogger("sagaflow.streaming")
 
@@ -41,14 +50,16 @@ def quiet_kafka_logs(level: int = logging.CRITICAL) -> None:
         logging.getLogger(name).setLevel(level)
 
 
-def bootstrap(settings: Settings) -> str:
-    """The configured bootstrap list; a clear error when Kafka mode has none."""
-    if not settings.kafka_bootstrap:
-        raise ValueError(
-            "SAGAFLOW_KAFKA_BOOTSTRAP is not set (or set SAGAFLOW_KAFKA_ENABLED=false "
-            "for embedded mode)"
-        )
-    return settings.kafka_bootstrap
+def admin_client(settings: Settings, **overrides: Any) -> AIOKafkaAdminClient:
+    """An admin client with the settings' bootstrap, SASL and TLS."""
+    return AIOKafkaAdminClient(
+        **kafka_client_options(settings, request_timeout_ms=15_000, **overrides)
+    )
+
+
+def consumer_client(settings: Settings, **overrides: Any) -> AIOKafkaConsumer:
+    """A consumer with the settings' bootstrap, SASL and TLS."""
+    return AIOKafkaConsumer(**kafka_client_options(settings, **overrides))
 
 
 def encode_record(recorded: RecordedEvent) -> tuple[bytes, bytes, list[tuple[str, bytes]]]:
@@ -69,7 +80,7 @@ def idempotent_producer(settings: Settings, **overrides: Any) -> AIOKafkaProduce
     otherwise write the event twice or behind a later one.
     """
     options: dict[str, Any] = {
-        "bootstrap_servers": bootstrap(settings),
+        **kafka_client_options(settings),
         "enable_idempotence": True,
         "acks": "all",
         "linger_ms": settings.relay_linger_ms,
@@ -82,8 +93,8 @@ def idempotent_producer(settings: Settings, **overrides: Any) -> AIOKafkaProduce
 
 
 async def ensure_topic(settings: Settings, topic: str, partitions: int | None = None) -> None:
-    """Create ``topic`` with the configured partitions if it does not exist yet."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap(settings), request_timeout_ms=15_000)
+    """Create ``topic`` with the configured partitions and retention if it does not exist."""
+    admin = admin_client(settings)
     await admin.start()
     try:
         existing = await admin.list_topics()
@@ -96,6 +107,7 @@ async def ensure_topic(settings: Settings, topic: str, partitions: int | None = 
                         topic,
                         num_partitions=partitions or settings.kafka_partitions,
                         replication_factor=settings.kafka_replication_factor,
+                        topic_configs={"retention.ms": str(settings.kafka_retention_ms)},
                     )
                 ]
             )
@@ -112,16 +124,10 @@ async def read_topic(settings: Settings, topic: str, *, timeout_s: float = 30.0)
     For tests, audits and the benchmark; returns aiokafka ``ConsumerRecord`` objects in
     partition order, each partition in offset order.
     """
-    from aiokafka import AIOKafkaConsumer, TopicPartition
-
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap(settings),
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-    )
+    consumer = consumer_client(settings, enable_auto_commit=False, auto_offset_reset="earliest")
     await consumer.start()
     try:
-        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap(settings))
+        admin = admin_client(settings)
         await admin.start()
         try:
             described = await admin.describe_topics([topic])
@@ -182,3 +188,244 @@ async def run_until_stopped(
         stopper.cancel()
         if not task.done():
             task.cancel()
+
+
+# --- the transport port ------------------------------------------------------------------
+
+
+class KafkaPublisher(Publisher):
+    """The relay's side: the idempotent producer, keyed by stream id."""
+
+    def __init__(self, settings: Settings) -> None:
+        kafka_client_options(settings)  # one clear line when no broker is configured
+        self.settings = settings
+        self.topic = settings.kafka_topic
+        self.producer: AIOKafkaProducer | None = None
+
+    async def start(self) -> None:
+        """Create the topic if needed, then connect the producer."""
+        await ensure_topic(self.settings, self.topic)
+        self.producer = idempotent_producer(self.settings)
+        await self.producer.start()
+
+    async def close(self) -> None:
+        """Flush and disconnect."""
+        if self.producer is not None:
+            producer, self.producer = self.producer, None
+            await producer.stop()
+
+    async def publish(self, batch: Sequence[RecordedEvent]) -> None:
+        """Send every event, then wait for every acknowledgement (acks=all)."""
+        assert self.producer is not None
+        futures = []
+        for recorded in batch:
+            key, value, headers = encode_record(recorded)
+            futures.append(
+                await self.producer.send(self.topic, value=value, key=key, headers=headers)
+            )
+        await asyncio.gather(*futures)
+
+
+def kafka_checkpoint(consumer: str):  # type: ignore[no-untyped-def]
+    """A checkpoint writing each partition's next offset (monotonic) in the transaction."""
+
+    async def write(conn: Any, messages: Sequence[Message], last_at: datetime | None) -> None:
+        ends: dict[tuple[str, int], int] = {}
+        for m in messages:
+            key = (m.position.source, m.position.lane)
+            ends[key] = max(ends.get(key, 0), m.position.ordinal + 1)
+        # Why greatest(): during a rebalance the old owner may commit after the new
+        # one; the stored position must never move backwards.
+        async with conn.cursor() as cur:
+            await cur.executemany(
+                """
+                INSERT INTO projection_offsets (consumer, topic, partition, next_offset,
+                                                last_event_at)
+                VALUES (%s, %s, %s, %s, %s)
+                ON CONFLICT (consumer, topic, partition) DO UPDATE
+                SET next_offset = greatest(projection_offsets.next_offset, EXCLUDED.next_offset),
+                    last_event_at = coalesce(EXCLUDED.last_event_at,
+                                             projection_offsets.last_event_at),
+                    updated_at = now()
+                """,
+                [(consumer, t, p, end, last_at) for (t, p), end in sorted(ends.items())],
+            )
+
+    return write
+
+
+class _ResumeFromPostgres(ConsumerRebalanceListener):
+    """Seeks every newly assigned partition to the offset stored with the read models."""
+
+    def __init__(self, subscriber: KafkaSubscriber) -> None:
+        self.subscriber = subscriber
+
+    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        # Why take the lock: let the batch in progress commit before the partition
+        # moves to another member, so the two never apply the same messages at once.
+        async with self.subscriber.batch_lock:
+            pass
+
+    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        sub = self.subscriber
+        async with sub.pool.connection() as conn:
+            cur = await conn.execute(
+                "SELECT topic, partition, next_offset FROM projection_offsets WHERE consumer = %s",
+                (sub.group,),
+            )
+            stored = {TopicPartition(t, p): o for t, p, o in await cur.fetchall()}
+        assert sub.consumer is not None
+        for tp in assigned:
+            if tp in stored:
+                sub.consumer.seek(tp, stored[tp])
+            else:
+                await sub.consumer.seek_to_beginning(tp)
+        log.info("assigned %s", sorted((tp.partition, stored.get(tp, 0)) for tp in assigned))
+
+
+class KafkaSubscriber(Subscriber):
+    """A member of the projector's consumer group; offsets live in PostgreSQL.
+
+    Kafka's own committed offsets are never trusted for correctness: each partition's
+    next offset is written in the read-model transaction and sought on assignment.
+    """
+
+    def __init__(self, settings: Settings, pool: AsyncConnectionPool) -> None:
+        self.settings = settings
+        self.pool = pool
+        self.group = settings.projector_group
+        self.batch_lock = asyncio.Lock()
+        self.consumer: AIOKafkaConsumer | None = None
+        self.producer: AIOKafkaProducer | None = None
+        self.checkpoint = kafka_checkpoint(self.group)
+
+    async def publish_dead_letter(self, message: Message, headers: dict[str, str]) -> None:
+        """Copy the dead letter to the dead-letter topic, with its reason in headers."""
+        assert self.producer is not None
+        pos = message.position
+        extra = {
+            **headers,
+            "dlt.topic": pos.source,
+            "dlt.partition": str(pos.lane),
+            "dlt.offset": str(pos.ordinal),
+        }
+        await self.producer.send_and_wait(
+            self.settings.kafka_dead_letter_topic,
+            value=message.body(),
+            key=message.stream_id.encode() if message.stream_id else None,
+            headers=[*message.headers, *((k, v.encode()) for k, v in extra.items())],
+        )
+
+    async def replays_from_start(self) -> bool:
+        """True when the group stored no offset and no partition lost records to retention."""
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(
+                "SELECT 1 FROM projection_offsets WHERE consumer = %s AND topic = %s LIMIT 1",
+                (self.group, self.settings.kafka_topic),
+            )
+            if await cur.fetchone() is not None:
+                return False
+        await ensure_topic(self.settings, self.settings.kafka_topic)
+        partitions = await topic_partitions(self.settings, self.settings.kafka_topic)
+        consumer = consumer_client(self.settings, enable_auto_commit=False)
+        await consumer.start()
+        try:
+            tps = [TopicPartition(self.settings.kafka_topic, p) for p in sorted(partitions)]
+            firsts = await consumer.beginning_offsets(tps) if tps else {}
+        finally:
+            await consumer.stop()
+        return all(offset == 0 for offset in firsts.values())
+
+    async def run(self, deliver: Deliver, stop: asyncio.Event) -> None:
+        """Consume and deliver until ``stop`` is set."""
+        s = self.settings
+        await ensure_topic(s, s.kafka_topic)
+        await ensure_topic(s, s.kafka_dead_letter_topic)
+        self.consumer = consumer_client(
+            s,
+            group_id=self.group,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_poll_records=s.projector_batch_size,
+            fetch_max_bytes=32 * 1024 * 1024,
+            max_partition_fetch_bytes=8 * 1024 * 1024,
+            session_timeout_ms=10_000,
+            heartbeat_interval_ms=2_000,
+        )
+        self.producer = idempotent_producer(s, linger_ms=0)
+        await self.producer.start()
+        self.consumer.subscribe([s.kafka_topic], listener=_ResumeFromPostgres(self))
+        try:
+            await self.consumer.start()
+            while not stop.is_set():
+                polled = await self.consumer.getmany(
+                    timeout_ms=int(s.projector_poll_interval_s * 1000),
+                    max_records=s.projector_batch_size,
+                )
+                # One transaction for the whole poll (all partitions): fewer, larger
+                # commits. A stream lives in one partition, so its order is kept.
+                async with self.batch_lock:
+                    assigned = self.consumer.assignment()
+                    messages = [
+                        Message(
+                            position=Position(r.topic, r.partition, r.offset),
+                            stream_id=r.key.decode(errors="replace") if r.key else None,
+                            payload=r.value if r.value is not None else b"",
+                            headers=tuple(r.headers or ()),
+                        )
+                        for tp, records in polled.items()
+                        if tp in assigned  # revoked while we polled: the new owner resumes
+                        for r in records
+                    ]
+                    if messages:
+                        await deliver(Batch(messages, self.checkpoint))
+        finally:
+            await self.consumer.stop()
+            await self.producer.stop()
+
+
+async def topic_partitions(settings: Settings, topic: str) -> set[int]:
+    """The partition ids of ``topic`` (empty when it does not exist)."""
+    admin = admin_client(settings)
+    await admin.start()
+    try:
+        described = await admin.describe_topics([topic])
+    finally:
+        await admin.close()
+    return {p["partition"] for d in described if d.get("error_code") == 0 for p in d["partitions"]}
+
+
+async def kafka_backlog(
+    settings: Settings, pool: AsyncConnectionPool, consumer: AIOKafkaConsumer | None = None
+) -> Backlog:
+    """Per partition, the log end offset minus the offset stored with the read models."""
+    async with pool.connection() as conn:
+        cur = await conn.execute(
+            "SELECT partition, next_offset, last_event_at FROM projection_offsets "
+            "WHERE consumer = %s AND topic = %s",
+            (settings.projector_group, settings.kafka_topic),
+        )
+        stored = {p: (o, at) for p, o, at in await cur.fetchall()}
+    own = consumer is None
+    if consumer is None:
+        consumer = consumer_client(settings, enable_auto_commit=False)
+        await consumer.start()
+    try:
+        partitions = consumer.partitions_for_topic(settings.kafka_topic)
+        if not partitions:
+            # A consumer knows only its subscriptions' metadata: ask the cluster.
+            partitions = await topic_partitions(settings, settings.kafka_topic)
+        tps = [TopicPartition(settings.kafka_topic, p) for p in sorted(partitions)]
+        ends = await consumer.end_offsets(tps) if tps else {}
+    finally:
+        if own:
+            await consumer.stop()
+    behind = 0
+    oldest: datetime | None = None
+    for tp, end in ends.items():
+        offset, at = stored.get(tp.partition, (0, None))
+        if end > offset:
+            behind += end - offset
+            if at is not None and (oldest is None or at < oldest):
+                oldest = at
+    return Backlog(behind, oldest)

@@ -1,11 +1,12 @@
-"""The relay: the event store's global feed → Kafka, at least once, in per-stream order.
+"""The relay: the event store's global feed → the transport, at least once, in order.
 
-Loop: read a batch after the checkpoint, send every event (keyed by stream id) with
-the idempotent producer, wait until the broker acknowledged all of them, then store
-the batch's last feed cursor. A crash between acknowledgement and checkpoint
-re-sends the batch: duplicates, never losses; consumers dedupe by stream version.
-When the broker is unreachable the relay backs off exponentially and retries the
-same batch from the same cursor, so nothing is skipped.
+Loop: read a batch after the checkpoint, hand it to the transport's ``Publisher``
+(Kafka: keyed by stream id, idempotent producer; RabbitMQ: the topic exchange with
+publisher confirms), which returns when the broker confirmed all of it, then store
+the batch's last feed cursor. A crash between confirmation and checkpoint re-sends
+the batch: duplicates, never losses; consumers dedupe by stream version. When the
+broker is unreachable the relay backs off exponentially and retries the same batch
+from the same cursor, so nothing is skipped.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -23,21 +24,16 @@ from aiokafka.errors import KafkaError
 from psycopg_pool import AsyncConnectionPool
 
 from eventstore.base import EventStore
-from eventstore.envelope import START, FeedCursor
+from eventstore.envelope import START, FeedCursor, RecordedEvent
 from eventstore.postgres import PostgresEventStore
 from sagaflow.settings import Settings
-from streaming.kafka import (
-    encode_record,
-    ensure_topic,
-    idempotent_producer,
-    quiet_kafka_logs,
-    run_until_stopped,
-)
+from streaming.kafka import quiet_kafka_logs, run_until_stopped
+from streaming.transport import Publisher, make_publisher, why_refused
 
 log = logging.getLogger("sagaflow.relay")
 
-#: exit status of the test-only fault point (between publish and checkpoint)
-FAULT_EXIT_STATUS = 86
+#: called after a batch is confirmed and before its checkpoint (tests inject faults here)
+AfterPublish = Callable[[Sequence[RecordedEvent]], Awaitable[None]]
 
 
 @dataclass(frozen=True)
@@ -78,7 +74,7 @@ async def save_checkpoint(pool: AsyncConnectionPool, relay_name: str, cursor: Fe
 
 
 async def relay_lag(store: EventStore, relay_name: str = "main") -> Lag:
-    """Events not yet acknowledged by Kafka, and the age of the oldest of them.
+    """Events not yet confirmed by the transport, and the age of the oldest of them.
 
     Read through the store's feed API only. ``events`` is 0 exactly when nothing is
     pending; otherwise it is the distance in global positions from the checkpoint to
@@ -103,9 +99,19 @@ async def feed_lag(store: EventStore, cursor: FeedCursor) -> Lag:
     )
 
 
+def _rabbit_errors() -> tuple[type[BaseException], ...]:
+    from aio_pika.exceptions import AMQPError
+    from aiormq.exceptions import AMQPError as AiormqError
+    from aiormq.exceptions import ChannelInvalidStateError
+
+    # ChannelInvalidStateError: an ack or publish on a channel the broker closed
+    return (AMQPError, AiormqError, ChannelInvalidStateError, ConnectionError)
+
+
 #: Failures of the infrastructure (not of the data): wait and resume from the checkpoint.
 RETRYABLE: tuple[type[BaseException], ...] = (
     KafkaError,
+    *_rabbit_errors(),
     OSError,
     TimeoutError,
     psycopg.OperationalError,
@@ -114,12 +120,20 @@ RETRYABLE: tuple[type[BaseException], ...] = (
 
 
 class Relay:
-    """Publishes the store's feed to ``settings.kafka_topic`` from its checkpoint."""
+    """Publishes the store's feed to the chosen transport from its checkpoint."""
 
-    def __init__(self, store: PostgresEventStore, settings: Settings) -> None:
+    def __init__(
+        self,
+        store: PostgresEventStore,
+        settings: Settings,
+        *,
+        publisher: Callable[[], Publisher] | None = None,
+        after_publish: AfterPublish | None = None,
+    ) -> None:
         self.store = store
         self.settings = settings
-        self.topic = settings.kafka_topic
+        self.make_publisher = publisher or (lambda: make_publisher(settings, store.pool))
+        self.after_publish = after_publish
         self.published = 0
         self.cursor = START
         self.horizon_held_s = 0.0
@@ -136,11 +150,12 @@ class Relay:
                 # events may be in Kafka and some not; re-sending from the stored
                 # cursor covers the missing ones and consumers drop the duplicates.
                 self.cursor = await load_checkpoint(self.store.pool, s.relay_name)
-                await ensure_topic(s, self.topic)
                 await self._publish_until(stop)
                 return
             except RETRYABLE as exc:
-                # Kafka or PostgreSQL is away (broker restart, database restart):
+                if (fatal := await why_refused(s, exc)) is not None:
+                    raise fatal from None
+                # The broker or PostgreSQL is away (broker restart, database restart):
                 # back off and resume from the checkpoint; never exit.
                 log.warning("relay: %s (%s); retrying in %.1fs", type(exc).__name__, exc, delay)
                 await _sleep_or_stop(stop, delay)
@@ -148,32 +163,25 @@ class Relay:
 
     async def _publish_until(self, stop: asyncio.Event) -> None:
         s = self.settings
-        producer = idempotent_producer(s)
-        await producer.start()
+        publisher = self.make_publisher()
         try:
+            await publisher.start()
             while not stop.is_set():
                 batch = await self.store.read_feed(self.cursor, s.relay_batch_size)
                 if not batch:
                     await self._watch_horizon()
                     await _sleep_or_stop(stop, s.relay_poll_interval_s)
                     continue
-                futures = []
-                for recorded in batch:
-                    key, value, headers = encode_record(recorded)
-                    futures.append(
-                        await producer.send(self.topic, value=value, key=key, headers=headers)
-                    )
-                # Why wait for every acknowledgement before the checkpoint: the
-                # checkpoint is the promise that everything before it is in Kafka.
-                await asyncio.gather(*futures)
-                if s.relay_fault_after_publish:
-                    log.error("relay: fault point after publish, before checkpoint")
-                    os._exit(FAULT_EXIT_STATUS)
+                # Why wait for every confirmation before the checkpoint: the checkpoint
+                # is the promise that everything before it is in the broker.
+                await publisher.publish(batch)
+                if self.after_publish is not None:
+                    await self.after_publish(batch)
                 await save_checkpoint(self.store.pool, s.relay_name, batch[-1].cursor)
                 self.cursor = batch[-1].cursor
                 self.published += len(batch)
         finally:
-            await producer.stop()
+            await publisher.close()
 
     async def _watch_horizon(self) -> None:
         """Warn (once a second at most) while an open transaction holds the feed back.
@@ -201,14 +209,21 @@ async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:
         await asyncio.wait_for(stop.wait(), seconds)
 
 
-async def run_relay(settings: Settings, stop: asyncio.Event | None = None) -> None:
+async def run_relay(
+    settings: Settings,
+    stop: asyncio.Event | None = None,
+    *,
+    after_publish: AfterPublish | None = None,
+) -> None:
     """Process entry point: migrate, connect and relay until ``stop`` (or forever)."""
     if not settings.database_url:
         raise ValueError("SAGAFLOW_DATABASE_URL is not set")
+    make_publisher(settings)  # fails fast on embedded (no relay) or a missing broker setting
     quiet_kafka_logs()
     store = await PostgresEventStore.connect(settings.database_url, max_size=4)
     try:
         stop = stop or asyncio.Event()
-        await run_until_stopped(Relay(store, settings).run(stop), stop)
+        relay = Relay(store, settings, after_publish=after_publish)
+        await run_until_stopped(relay.run(stop), stop)
     finally:
         await store.close()

@@ -2,7 +2,8 @@
 
 The services run from a temporary data folder on free ports and are stopped by
 process id when the session ends, also when tests fail or are interrupted.
-Set SAGAFLOW_TEST_KAFKA=0 to run without Kafka (its tests are then skipped).
+Set SAGAFLOW_TEST_KAFKA=0 to run without Kafka, SAGAFLOW_TEST_RABBITMQ=0 without
+RabbitMQ (their tests are then skipped; RabbitMQ's also when the package is missing).
 """
 
 from __future__ import annotations
@@ -36,13 +37,21 @@ def _kafka_wanted() -> bool:
     return os.environ.get("SAGAFLOW_TEST_KAFKA", "1") != "0"
 
 
+def _rabbitmq_wanted() -> bool:
+    installed = Path("/usr/lib/rabbitmq/bin/rabbitmq-server").exists()
+    return installed and os.environ.get("SAGAFLOW_TEST_RABBITMQ", "1") != "0"
+
+
 @pytest.fixture(scope="session")
 def local_services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalServices]:
-    """PostgreSQL, Temporal (and Kafka) started once for the whole session."""
+    """PostgreSQL, Temporal (and Kafka, RabbitMQ) started once for the whole session."""
     data_dir: Path = tmp_path_factory.mktemp("services")
     settings = load_settings(data_dir=data_dir, kafka_enabled=_kafka_wanted())
     services = LocalServices(settings)
-    with services.running_services():
+    names = ["postgres", "temporal"]
+    names += ["kafka"] if _kafka_wanted() else []
+    names += ["rabbitmq"] if _rabbitmq_wanted() else []
+    with services.running_services(names):
         yield services
 
 
@@ -51,12 +60,14 @@ def settings(local_services: LocalServices) -> Settings:
     """Settings that point every client at the session's services."""
     running = local_services.running
     kafka = running.get("kafka")
+    rabbitmq = running.get("rabbitmq")
     return load_settings(
         data_dir=local_services.settings.data_dir,
         database_url=running["postgres"].addresses["url"],
         temporal_address=running["temporal"].addresses["address"],
         kafka_enabled=kafka is not None,
         kafka_bootstrap=kafka.addresses["bootstrap"] if kafka else None,
+        rabbitmq_url=rabbitmq.addresses["url"] if rabbitmq else None,
     )
 
 
@@ -66,6 +77,14 @@ def kafka_bootstrap(settings: Settings) -> str:
     if not settings.kafka_bootstrap:
         pytest.skip("Kafka disabled (SAGAFLOW_TEST_KAFKA=0)")
     return settings.kafka_bootstrap
+
+
+@pytest.fixture(scope="session")
+def rabbitmq_url(settings: Settings) -> str:
+    """The RabbitMQ URL; skips the test when RabbitMQ is disabled or not installed."""
+    if not settings.rabbitmq_url:
+        pytest.skip("RabbitMQ disabled (SAGAFLOW_TEST_RABBITMQ=0) or not installed")
+    return settings.rabbitmq_url
 
 
 @pytest.fixture

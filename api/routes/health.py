@@ -50,7 +50,7 @@ async def refresh_gauges(c: Container) -> None:
     from streaming.relay import relay_lag
 
     m, settings = c.metrics, c.settings
-    if settings.kafka_enabled:
+    if settings.transport_kind.value != "embedded":
         relay = await relay_lag(c.store, settings.relay_name)
         m.relay_lag_events.set(relay.events)
         m.relay_lag_seconds.set(relay.seconds)
@@ -60,6 +60,11 @@ async def refresh_gauges(c: Container) -> None:
         m.projection_lag_events.labels(projection.name).set(lag.events)
         m.projection_lag_seconds.labels(projection.name).set(lag.seconds)
     m.dead_letters.set(lag.dead_letters_open)
+    async with c.pool.connection() as conn:
+        cur = await conn.execute("SELECT name, value FROM projection_counters")
+        counters = {name: int(value) for name, value in await cur.fetchall()}
+    m.gaps_healed.set(counters.get("gaps_healed", 0))
+    m.gap_events_healed.set(counters.get("gap_events_healed", 0))
     m.parked_messages.set(lag.parked)
     async with c.pool.connection() as conn:
         cur = await conn.execute(

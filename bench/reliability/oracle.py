@@ -27,9 +27,10 @@ from domain.inventory import Inventory
 from eventstore.postgres import PostgresEventStore
 from eventstore.repository import Repository
 from projections.handlers import Projection, default_projections
-from projections.runner import topic_partitions
 from projections.verify import verify_against_rebuild
+from sagaflow.clients import kafka_client_options
 from sagaflow.settings import Settings
+from streaming.kafka import topic_partitions
 
 #: Store-side outcome of an order's saga -> the Temporal statuses that agree with it.
 AGREEING_STATUS = {
@@ -128,7 +129,7 @@ async def kafka_event_ids(
     end offsets of this moment by a consumer without a group (no committed offsets)."""
     assert settings.kafka_bootstrap, "no Kafka bootstrap address"
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap,
+        **kafka_client_options(settings),
         group_id=None,
         enable_auto_commit=False,
         auto_offset_reset="earliest",

@@ -1,4 +1,4 @@
-"""The local service supervisor: PostgreSQL, Temporal and Kafka on loopback, one API for
+"""The local service supervisor: PostgreSQL, Temporal, Kafka and RabbitMQ on loopback, one API for
 the CLI and the test fixtures.
 
 ``LocalServices`` starts the services (in parallel, each on a free port unless the
@@ -15,13 +15,13 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Protocol
 
-from sagaflow.services import kafka, postgres, temporal
+from sagaflow.services import kafka, postgres, rabbitmq, temporal
 from sagaflow.services.base import ServiceError, ServiceInfo, process_alive
-from sagaflow.settings import Settings
+from sagaflow.settings import Settings, Transport
 
 __all__ = ["SERVICE_NAMES", "LocalServices", "ServiceError", "ServiceInfo", "with_local_addresses"]
 
-SERVICE_NAMES = ("postgres", "temporal", "kafka")
+SERVICE_NAMES = ("postgres", "temporal", "kafka", "rabbitmq")
 
 
 class _Service(Protocol):
@@ -42,6 +42,7 @@ _PROBES = {
     "postgres": postgres.is_ready,
     "temporal": temporal.is_ready,
     "kafka": kafka.is_ready,
+    "rabbitmq": rabbitmq.is_ready,
 }
 
 
@@ -63,6 +64,8 @@ class LocalServices:
                 return temporal.TemporalService(self.settings, detached=self.detached)
             case "kafka":
                 return kafka.KafkaService(self.settings, detached=self.detached)
+            case "rabbitmq":
+                return rabbitmq.RabbitMQService(self.settings, detached=self.detached)
         raise ServiceError(f"unknown service {name!r}; known: {', '.join(SERVICE_NAMES)}")
 
     def default_names(self) -> list[str]:
@@ -72,8 +75,11 @@ class LocalServices:
             names.append("postgres")
         if not self.settings.temporal_address:
             names.append("temporal")
-        if self.settings.kafka_enabled and not self.settings.kafka_bootstrap:
+        transport = self.settings.transport_kind
+        if transport is Transport.KAFKA and not self.settings.kafka_bootstrap:
             names.append("kafka")
+        if transport is Transport.RABBITMQ and not self.settings.rabbitmq_url:
+            names.append("rabbitmq")
         return names
 
     def start(self, names: Iterable[str] | None = None) -> dict[str, ServiceInfo]:
@@ -204,8 +210,10 @@ def with_local_addresses(settings: Settings) -> Settings:
         updates["database_url"] = running["postgres"].addresses["url"]
     if not settings.temporal_address and "temporal" in running:
         updates["temporal_address"] = running["temporal"].addresses["address"]
-    if settings.kafka_enabled and not settings.kafka_bootstrap and "kafka" in running:
+    if not settings.kafka_bootstrap and "kafka" in running:
         updates["kafka_bootstrap"] = running["kafka"].addresses["bootstrap"]
+    if not settings.rabbitmq_url and "rabbitmq" in running:
+        updates["rabbitmq_url"] = running["rabbitmq"].addresses["url"]
     return settings.model_copy(update=updates) if updates else settings
 
 

@@ -1,10 +1,9 @@
-"""The projector under failures: poison events, bad input, SIGKILL mid-batch."""
+"""The projector under failures on each broker: poison events, bad input, gaps, SIGKILL."""
 
 from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
 import sys
 from collections.abc import Mapping, Sequence
@@ -12,6 +11,7 @@ from collections.abc import Mapping, Sequence
 import pytest
 from aiokafka import AIOKafkaProducer
 
+from bench.workload import background, register_products, run_orders, wait_for
 from eventstore.postgres import PostgresEventStore
 from projections import queries
 from projections.deadletters import list_dead_letters, replay_dead_letter, skip_dead_letter
@@ -21,16 +21,61 @@ from projections.verify import verify_against_rebuild
 from sagaflow.settings import Settings
 from streaming.kafka import read_topic
 from streaming.relay import run_relay
-from streaming.workload import background, register_products, run_orders, wait_for
-from tests.integration.test_projections_pipeline import SKUS, caught_up, settings_for_test
+from tests.integration.streaming_support import (
+    BROKERS,
+    SKUS,
+    caught_up,
+    drain_queue,
+    process_env,
+    transport_settings,
+)
 
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture
-def stream_settings(settings: Settings, database_url: str, kafka_bootstrap: str, unique: str):
-    """Settings of one test: its own database, topic, dead-letter topic and group."""
-    return settings_for_test(settings, database_url, unique)
+@pytest.fixture(params=BROKERS)
+def stream_settings(request: pytest.FixtureRequest) -> Settings:
+    """Settings of one test on each broker: its own database, topic / exchange, group."""
+    return transport_settings(request, request.param)
+
+
+async def projector_ready(store: PostgresEventStore, projections: Sequence[Projection]) -> bool:
+    """True once the projector bootstrapped (or skipped bootstrapping) its read models."""
+    async with store.pool.connection() as conn:
+        cur = await conn.execute(
+            "SELECT count(*) FROM projection_bootstraps WHERE projection = ANY(%s)",
+            ([p.name for p in projections],),
+        )
+        row = await cur.fetchone()
+    return row is not None and row[0] == len(projections)
+
+
+async def send_raw(settings: Settings, messages: Sequence[tuple[bytes, bytes]]) -> None:
+    """Put (stream id, body) messages on the wire the way a foreign producer would."""
+    if settings.kafka_mode:
+        producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap)
+        await producer.start()
+        try:
+            for key, value in messages:
+                await producer.send_and_wait(settings.kafka_topic, value, key=key)
+        finally:
+            await producer.stop()
+        return
+    import aio_pika
+
+    from sagaflow.clients import connect_rabbitmq
+
+    connection = await connect_rabbitmq(settings)
+    try:
+        channel = await connection.channel(publisher_confirms=True)
+        exchange = await channel.get_exchange(settings.rabbitmq_exchange)
+        for key, value in messages:
+            await exchange.publish(
+                aio_pika.Message(value, headers={"stream_id": key.decode()}),
+                routing_key="Foreign.Thing",
+            )
+    finally:
+        await connection.close()
 
 
 class PoisonProbe(Projection):
@@ -57,24 +102,34 @@ async def test_one_poison_event_among_thousands_is_dead_lettered_and_its_stream_
     s = stream_settings
     probe = PoisonProbe("order-p-17")
     projections = [*default_projections(), probe]
-    await register_products(pg_store, SKUS)
-    written = await run_orders(pg_store, 200, prefix="p-", skus=SKUS)
-    assert written > 2500
     async with (
         background(lambda stop: run_relay(s, stop)),
         background(lambda stop: run_projector(s, stop, projections=projections)) as projector,
     ):
+        # written once the projector follows the transport, so the poison arrives there
+        await wait_for(lambda: projector_ready(pg_store, projections), what="projector")
+        await register_products(pg_store, SKUS)
+        written = await run_orders(pg_store, 200, prefix="p-", skus=SKUS)
+        assert written > 2500
         await wait_for(lambda: caught_up(pg_store, s), what="catch-up", watch=projector)
 
     (letter,) = await list_dead_letters(pg_store.pool)
     assert (letter.stream_id, letter.version, letter.handler) == ("order-p-17", 4, "poison_probe")
     assert letter.attempts == s.projector_retry_attempts
     assert "probe refuses order-p-17" in letter.error
-    assert letter.topic == s.kafka_topic and letter.offset >= 0
     assert letter.parked >= 1, "the stream's later events are held back"
-    (dlt,) = await read_topic(s, s.kafka_dead_letter_topic)
-    headers = {k: v.decode() for k, v in dlt.headers}
-    assert headers["dlt.handler"] == "poison_probe" and headers["dlt.offset"] == str(letter.offset)
+    if s.kafka_mode:
+        assert letter.topic == s.kafka_topic and letter.offset >= 0
+        (dlt,) = await read_topic(s, s.kafka_dead_letter_topic)
+        headers = {k: v.decode() for k, v in dlt.headers}
+        assert headers["dlt.offset"] == str(letter.offset)
+    else:
+        # retried through the TTL queues (attempts counted from x-death), then the DLX
+        assert letter.topic.startswith(f"{s.rabbitmq_exchange}.{s.projector_group}.")
+        assert letter.offset > 0, "keyed by the event's global position"
+        (copy,) = await drain_queue(s, f"{s.rabbitmq_exchange}.dlx.{s.projector_group}")
+        headers = {k: str(v) for k, v in copy.headers.items()}
+    assert headers["dlt.handler"] == "poison_probe"
     assert headers["dlt.attempts"] == str(s.projector_retry_attempts)
 
     stuck = await queries.get_order_summary(pg_store.pool, "p-17")
@@ -127,20 +182,14 @@ async def test_bad_messages_are_dead_lettered_with_their_reason_without_crash_lo
         background(lambda stop: run_projector(s, stop)) as projector,
     ):
         await wait_for(lambda: caught_up(pg_store, s), what="topic ready", watch=projector)
-        producer = AIOKafkaProducer(bootstrap_servers=s.kafka_bootstrap)
-        await producer.start()
-        try:
-            for key, value in [
+        await send_raw(s, [
                 (b"junk-1", b"\x00 this is not an envelope"),
                 (b"order-bad", _envelope(event_type="OrderTeleported")),
                 (b"order-bad", _envelope(event_id="2b3a6f0e-0000-4000-8000-000000000002", version=2,
                                          event_type="OrderSubmitted", data={"total_cents": 5})),
                 (b"order-old", _envelope(stream_id="order-old", schema_version=0,
                                          event_id="2b3a6f0e-0000-4000-8000-000000000003")),
-            ]:  # fmt: skip
-                await producer.send_and_wait(s.kafka_topic, value, key=key)
-        finally:
-            await producer.stop()
+        ])  # fmt: skip
         await run_orders(pg_store, 10, prefix="g2-", skus=SKUS, seed=3)
 
         async def three_letters() -> bool:
@@ -183,17 +232,8 @@ async def test_projector_killed_mid_batch_resumes_to_read_models_equal_to_a_rebu
     async with background(lambda stop: run_relay(s, stop)) as relay:
         await wait_for(lambda: _relay_done(pg_store, s), what="relay", watch=relay)
 
-    assert s.database_url and s.kafka_bootstrap
-    env = {
-        **os.environ,
-        "SAGAFLOW_DATABASE_URL": s.database_url,
-        "SAGAFLOW_KAFKA_BOOTSTRAP": s.kafka_bootstrap,
-        "SAGAFLOW_KAFKA_ENABLED": "true",
-        "SAGAFLOW_KAFKA_TOPIC": s.kafka_topic,
-        "SAGAFLOW_KAFKA_DEAD_LETTER_TOPIC": s.kafka_dead_letter_topic,
-        "SAGAFLOW_PROJECTOR_GROUP": s.projector_group,
-        "SAGAFLOW_PROJECTOR_BATCH_SIZE": "50",
-    }
+    env = process_env(s, SAGAFLOW_PROJECTOR_BATCH_SIZE="50")
+    total = await _order_events(pg_store)
 
     async def start() -> asyncio.subprocess.Process:
         return await asyncio.create_subprocess_exec(
@@ -204,12 +244,13 @@ async def test_projector_killed_mid_batch_resumes_to_read_models_equal_to_a_rebu
     first = await start()
 
     async def some_applied() -> bool:
-        return await _offsets_done(pg_store, s) > 0 and first.returncode is None
+        return await _applied(pg_store) > 0 and first.returncode is None
 
     await wait_for(some_applied, what="first batches", timeout_s=60, interval_s=0.02)
     first.send_signal(signal.SIGKILL)
     assert await first.wait() == -signal.SIGKILL
-    assert await _offsets_done(pg_store, s) < written, "killed before the end"
+    assert await _applied(pg_store) < total, "killed with work pending"
+    assert written > total
 
     second = await start()
     try:
@@ -234,12 +275,21 @@ async def _relay_done(store: PostgresEventStore, settings: Settings) -> bool:
     return (await relay_lag(store, settings.relay_name)).events == 0
 
 
-async def _offsets_done(store: PostgresEventStore, settings: Settings) -> int:
+async def _applied(store: PostgresEventStore) -> int:
+    """Order events applied to order_summary so far (its watermarks' sum)."""
     async with store.pool.connection() as conn:
         cur = await conn.execute(
-            "SELECT coalesce(sum(next_offset), 0) FROM projection_offsets WHERE consumer = %s",
-            (settings.projector_group,),
+            "SELECT coalesce(sum(version), 0) FROM projection_watermarks "
+            "WHERE projection = 'order_summary'"
         )
+        row = await cur.fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+async def _order_events(store: PostgresEventStore) -> int:
+    async with store.pool.connection() as conn:
+        cur = await conn.execute("SELECT count(*) FROM events WHERE stream_type = 'Order'")
         row = await cur.fetchone()
     assert row is not None
     return int(row[0])

@@ -1,12 +1,12 @@
-"""Store → relay → Kafka → projector → read models, with real Kafka and PostgreSQL."""
+"""Store → relay → transport → projector → read models, over Kafka and RabbitMQ."""
 
 from __future__ import annotations
 
 import asyncio
-import logging
 
 import pytest
 
+from bench.workload import background, register_products, run_orders, wait_for
 from eventstore.postgres import PostgresEventStore
 from projections import queries
 from projections.handlers import default_projections
@@ -15,41 +15,24 @@ from projections.rebuild import rebuild
 from projections.runner import projector_lag, run_projector
 from projections.verify import dump_read_models, verify_against_rebuild
 from sagaflow.settings import Settings
-from streaming.kafka import quiet_kafka_logs
-from streaming.relay import relay_lag, run_relay
-from streaming.workload import background, register_products, run_orders, wait_for
+from streaming.relay import run_relay
+from tests.integration.streaming_support import (
+    BROKERS,
+    SKUS,
+    caught_up,
+    settings_for_test,
+    transport_settings,
+)
 
 pytestmark = pytest.mark.integration
 
-SKUS = ["apple", "bread", "chair", "drill"]
+__all__ = ["SKUS", "caught_up", "settings_for_test"]
 
 
-def settings_for_test(settings: Settings, database_url: str, unique: str) -> Settings:
-    """Settings of one test: its own database, topic, dead-letter topic and group."""
-    quiet_kafka_logs()
-    logging.getLogger("sagaflow").setLevel(logging.ERROR)
-    return settings.model_copy(
-        update={
-            "database_url": database_url,
-            "kafka_topic": f"events-{unique}",
-            "kafka_dead_letter_topic": f"dlt-{unique}",
-            "projector_group": f"projector-{unique}",
-            "kafka_partitions": 3,
-            "projector_backoff_initial_s": 0.05,
-        }
-    )
-
-
-@pytest.fixture
-def stream_settings(settings: Settings, database_url: str, kafka_bootstrap: str, unique: str):
-    """Settings of one test: its own database, topic, dead-letter topic and group."""
-    return settings_for_test(settings, database_url, unique)
-
-
-async def caught_up(store: PostgresEventStore, settings: Settings) -> bool:
-    """True when the relay and the read models have every event of the store."""
-    relay = await relay_lag(store, settings.relay_name)
-    return relay.events == 0 and (await projector_lag(store, settings)).events == 0
+@pytest.fixture(params=BROKERS)
+def stream_settings(request: pytest.FixtureRequest) -> Settings:
+    """Settings of one test on each broker: its own database, topic / exchange, group."""
+    return transport_settings(request, request.param)
 
 
 async def test_appended_events_reach_every_read_model_and_analytics_equal_a_recomputation(
@@ -93,9 +76,9 @@ async def test_appended_events_reach_every_read_model_and_analytics_equal_a_reco
 
 
 async def test_rebuild_swaps_in_a_fresh_table_while_queries_keep_answering(
-    stream_settings: Settings, pg_store: PostgresEventStore
+    settings: Settings, database_url: str, unique: str, pg_store: PostgresEventStore
 ):
-    s = stream_settings.model_copy(update={"kafka_enabled": False})
+    s = settings_for_test(settings, database_url, unique, "embedded")
     await register_products(pg_store, SKUS)
     await run_orders(pg_store, 80, prefix="rb-", skus=SKUS)
     async with background(lambda stop: run_projector(s, stop)) as projector:
@@ -131,7 +114,7 @@ async def _lag_zero(store: PostgresEventStore, settings: Settings) -> bool:
     return (await projector_lag(store, settings)).events == 0
 
 
-async def test_embedded_mode_builds_the_same_read_models_as_kafka_mode(
+async def test_embedded_mode_builds_the_same_read_models_as_a_broker(
     stream_settings: Settings, pg_store: PostgresEventStore
 ):
     s = stream_settings
@@ -141,7 +124,7 @@ async def test_embedded_mode_builds_the_same_read_models_as_kafka_mode(
         background(lambda stop: run_relay(s, stop)),
         background(lambda stop: run_projector(s, stop)) as projector,
     ):
-        await wait_for(lambda: caught_up(pg_store, s), what="Kafka mode", watch=projector)
+        await wait_for(lambda: caught_up(pg_store, s), what="broker", watch=projector)
     projections = default_projections()
     via_kafka = await dump_read_models(pg_store.pool, projections)
 
@@ -150,8 +133,8 @@ async def test_embedded_mode_builds_the_same_read_models_as_kafka_mode(
         await conn.execute(
             "TRUNCATE projection_watermarks, " + ", ".join(tables)  # names are our own
         )
-    embedded = s.model_copy(update={"kafka_enabled": False})
+    embedded = s.with_transport("embedded")
     async with background(lambda stop: run_projector(embedded, stop)) as projector:
-        await wait_for(lambda: _lag_zero(pg_store, s), what="embedded mode", watch=projector)
+        await wait_for(lambda: _lag_zero(pg_store, embedded), what="embedded", watch=projector)
     assert await dump_read_models(pg_store.pool, projections) == via_kafka
     assert sum(len(rows) for rows in via_kafka.values()) > 300

@@ -10,7 +10,17 @@ import yaml
 from sagaflow.settings import ENV_PREFIX, Settings
 
 COMPOSE = Path(__file__).resolve().parents[2] / "docker-compose.yml"
-EXPECTED = {"postgres", "temporal", "temporal-ui", "kafka", "api", "worker", "relay", "projector"}
+EXPECTED = {
+    "postgres",
+    "temporal",
+    "temporal-ui",
+    "kafka",
+    "rabbitmq",
+    "api",
+    "worker",
+    "relay",
+    "projector",
+}
 
 
 def load() -> dict[str, Any]:
@@ -21,7 +31,7 @@ def load() -> dict[str, Any]:
 def test_every_service_is_there_with_a_health_check_or_dependency() -> None:
     services = load()["services"]
     assert set(services) == EXPECTED
-    for name in ("postgres", "temporal", "kafka", "api"):
+    for name in ("postgres", "temporal", "kafka", "rabbitmq", "api"):
         assert "healthcheck" in services[name], name
     for name in ("api", "worker", "relay", "projector"):
         deps = services[name]["depends_on"]
@@ -48,6 +58,8 @@ def test_addresses_and_ports_agree_between_services() -> None:
         "PLAINTEXT://kafka:9092" in services["kafka"]["environment"]["KAFKA_ADVERTISED_LISTENERS"]
     )
     assert services["kafka"]["image"].startswith("apache/kafka:3.9")
+    assert "@rabbitmq:5672/" in env["SAGAFLOW_RABBITMQ_URL"]
+    assert "rabbitmq_consistent_hash_exchange" in " ".join(services["rabbitmq"]["command"])
     assert services["temporal"]["environment"]["POSTGRES_SEEDS"] == "postgres"
     assert services["temporal-ui"]["environment"]["TEMPORAL_ADDRESS"] == "temporal:7233"
     command = services["api"]["command"]
@@ -55,7 +67,7 @@ def test_addresses_and_ports_agree_between_services() -> None:
     assert f"{port}:{port}" in services["api"]["ports"]
     # Settings parse the compose environment (with a real secret for the key).
     values = {k.removeprefix(ENV_PREFIX).lower(): v for k, v in env.items()}
-    values.update(dev_api_key="a-real-secret-key", api_keys={})
+    values.update(dev_api_key="a-real-secret-key", api_keys={}, transport="rabbitmq")
     Settings(**values)
 
 

@@ -7,12 +7,12 @@ from datetime import date
 
 import pytest
 
+from bench.workload import register_products, run_orders
 from domain import events as ev
 from domain import saga_events as sev
 from eventstore import ANY_VERSION, InMemoryEventStore, NewEvent, RecordedEvent
 from projections import models as m
-from projections.engine import BadMessage, Message, decode_message
-from streaming.workload import register_products, run_orders
+from projections.engine import BadMessage, Message, Position, decode_message
 
 
 async def _record(store: InMemoryEventStore, stream: str, stream_type: str, *events):
@@ -193,7 +193,7 @@ async def test_recomputed_analytics_of_a_workload_balance_orders_and_refunds():
 
 
 def _message(payload: bytes) -> Message:
-    return Message("t", 0, 0, "order-x", payload=payload)
+    return Message(Position("t", 0, 0), "order-x", payload=payload)
 
 
 def test_a_message_that_is_not_an_envelope_is_a_bad_message_naming_the_reason():
@@ -215,4 +215,4 @@ async def test_unknown_types_and_missing_upcasters_are_bad_messages_naming_the_s
     assert err.value.handler == "decode" and "order-u" in err.value.reason
     old = RecordedEvent.from_envelope({**envelope, "schema_version": 0})
     with pytest.raises(BadMessage, match="no upcaster from OrderCreated v0"):
-        decode_message(Message("t", 0, 0, "order-u", recorded=old), store.upcasters)
+        decode_message(Message(Position("t", 0, 0), "order-u", recorded=old), store.upcasters)

@@ -117,6 +117,10 @@ class KafkaService:
         self.root = settings.data_dir.resolve() / "kafka"
         self.log_file = self.root / "kafka.log"
         self.proc: subprocess.Popen[bytes] | None = None
+        #: appended to server.properties (a later key wins): extra listeners, SASL, TLS
+        self.extra_properties = ""
+        #: appended to the storage format command (e.g. --add-scram for SCRAM users)
+        self.format_args: list[str] = []
 
     def _ports(self) -> tuple[int, int]:
         # Why: a restarted node keeps its previous ports when they are free, so clients
@@ -165,7 +169,7 @@ class KafkaService:
         if not cid_file.exists():
             cid_file.write_text(_cluster_id())
         props = self.root / "server.properties"
-        props.write_text(_server_properties(host, port, cport, data))
+        props.write_text(_server_properties(host, port, cport, data) + self.extra_properties)
         (self.root / "log4j.properties").write_text(_LOG4J)
         jvm = [
             java, f"-Xmx{self.settings.kafka_heap_mb}m", f"-Xms{self.settings.kafka_heap_mb}m",
@@ -185,6 +189,7 @@ class KafkaService:
                     "-c",
                     str(props),
                     "--ignore-formatted",
+                    *self.format_args,
                 ],
                 capture_output=True,
                 text=True,

@@ -120,8 +120,27 @@ class Stats:
     last: dict[str, Any] = field(default_factory=dict)
 
 
+_NOT_FOLLOWED: Any = object()
+"""Stands for the event of a stream no projection of this process follows."""
+
+
+def _recorded_type(message: Message) -> str | None:
+    try:
+        return _envelope(message).stream_type
+    except BadMessage:
+        return None  # decode_message reports it
+
+
 def decode_message(message: Message, upcasters: Upcasters) -> Pair:
     """The envelope and domain event of a message; BadMessage says why not."""
+    recorded = _envelope(message)
+    try:
+        return recorded, upcasters.decode(recorded)
+    except EventStoreError as exc:  # UnreadableEvent: unknown type, no upcaster, corrupt
+        raise BadMessage("decode", str(exc)) from None
+
+
+def _envelope(message: Message) -> RecordedEvent:
     recorded = message.recorded
     if recorded is None:
         try:
@@ -133,10 +152,7 @@ def decode_message(message: Message, upcasters: Upcasters) -> Pair:
             raise BadMessage(
                 "envelope", f"not a valid event envelope: {type(exc).__name__}: {exc}"
             ) from None
-    try:
-        return recorded, upcasters.decode(recorded)
-    except EventStoreError as exc:  # UnreadableEvent: unknown type, no upcaster, corrupt
-        raise BadMessage("decode", str(exc)) from None
+    return recorded
 
 
 def stream_of(message: Message) -> str | None:
@@ -404,7 +420,16 @@ class Projector:
             await self.process(messages[middle:], checkpoint)
 
     async def _transaction(self, messages: Sequence[Message], checkpoint: Checkpoint) -> None:
-        pairs_by_message = [decode_message(m, self.upcasters) for m in messages]
+        # Why envelopes only for streams no projection follows: their event classes
+        # may live in modules this process never imports (a team's own saga type);
+        # decoding them would dead-letter events nothing here needs.
+        followed = frozenset(t for p in self.projections for t in p.stream_types)
+        pairs_by_message = [
+            decode_message(m, self.upcasters)
+            if _recorded_type(m) in followed
+            else (_envelope(m), _NOT_FOLLOWED)
+            for m in messages
+        ]
         async with self.pool.connection() as conn, conn.transaction():
             # Why shared: batches of different partitions run side by side; replay and
             # skip take this lock exclusively so no message is parked behind their back.
@@ -421,7 +446,8 @@ class Projector:
                     continue
                 if stream in held:
                     retried.add(stream)  # the delayed retry of the held message itself
-                ready.append(pair)
+                if pair[1] is not _NOT_FOLLOWED:
+                    ready.append(pair)
             await apply_events(
                 conn,
                 self.projections,

@@ -78,7 +78,10 @@ async def _upsert(
         ),
     )
     params = [
-        tuple(Jsonb(v) if isinstance(v, list | dict) else v for v in row.values()) for row in rows
+        # Why by column name: rows loaded from the table and rows built by a fold
+        # list their keys in different orders.
+        tuple(Jsonb(v) if isinstance(v, list | dict) else v for v in (row[c] for c in columns))
+        for row in rows
     ]
     async with conn.cursor() as cur:
         await cur.executemany(query, params)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 from collections.abc import Awaitable, Callable
@@ -12,8 +13,8 @@ import typer
 from rich.console import Console
 
 from sagaflow.settings import Settings, SettingsError, Transport, load_settings
-from streaming.relay import run_relay
-from streaming.transport import TransportRefused
+from streaming.relay import RETRYABLE, run_relay
+from streaming.transport import TransportRefused, refused
 
 app = typer.Typer(help="Relay the event store's feed to the transport.", no_args_is_help=True)
 err_console = Console(stderr=True)
@@ -72,6 +73,19 @@ def subscribe_command(
                 "sagaflow subscribe follows the RabbitMQ exchange: set SAGAFLOW_TRANSPORT=rabbitmq"
             )
         sink = webhook_sink(webhook) if webhook else print_sink()
-        await run_subscriber(settings, pattern, queue, sink, stop)
+        delay = 0.5
+        while not stop.is_set():
+            try:
+                await run_subscriber(settings, pattern, queue, sink, stop)
+            except RETRYABLE as exc:
+                if (fatal := refused(exc)) is not None:
+                    raise fatal from None
+                # the broker went away: reconnect; unacknowledged events come again
+                logging.getLogger("sagaflow.subscribe").warning(
+                    "subscriber: %s (%s); reconnecting in %.1fs", type(exc).__name__, exc, delay
+                )
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), delay)
+                delay = min(delay * 2, 10.0)
 
     _run(work)

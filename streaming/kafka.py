@@ -15,9 +15,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Coroutine, Sequence
+from collections.abc import Awaitable, Coroutine, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -216,6 +216,15 @@ class KafkaPublisher(Publisher):
 
     async def publish(self, batch: Sequence[RecordedEvent]) -> None:
         """Send every event, then wait for every acknowledgement (acks=all)."""
+        await (await self.send(batch))
+
+    async def send(self, batch: Sequence[RecordedEvent]) -> Awaitable[None]:
+        """Queue every event in the producer (in order); the result awaits their acks.
+
+        Why order holds across batches: ``producer.send`` appends to the partition's
+        accumulator when called, and the idempotent producer never reorders a
+        partition's batches on retry.
+        """
         assert self.producer is not None
         futures = []
         for recorded in batch:
@@ -223,7 +232,7 @@ class KafkaPublisher(Publisher):
             futures.append(
                 await self.producer.send(self.topic, value=value, key=key, headers=headers)
             )
-        await asyncio.gather(*futures)
+        return cast("Awaitable[None]", asyncio.gather(*futures))
 
 
 def kafka_checkpoint(consumer: str):  # type: ignore[no-untyped-def]

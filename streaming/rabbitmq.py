@@ -357,6 +357,11 @@ class RabbitSubscriber(Subscriber):
             loop = asyncio.get_running_loop()
             checked = 0.0
             while not stop.is_set():
+                # Why check: a consumer on a dead connection is only told through its
+                # callbacks, which stop; without this an idle projector would wait
+                # forever after a broker restart instead of reconnecting.
+                if connection.is_closed or any(c.is_closed for c in consuming.values()):
+                    raise ConnectionError("the RabbitMQ connection was lost")
                 if loop.time() - checked > 1.0:
                     checked = loop.time()
                     await self._rebalance(consuming)

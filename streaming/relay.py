@@ -12,6 +12,7 @@ from the same cursor, so nothing is skipped.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
@@ -164,24 +165,40 @@ class Relay:
     async def _publish_until(self, stop: asyncio.Event) -> None:
         s = self.settings
         publisher = self.make_publisher()
+        # Batches sent and not yet confirmed, oldest first. Why at most two: reading and
+        # sending the next batch while the broker acknowledges this one hides a round
+        # trip; more would only grow what a crash makes us re-send.
+        inflight: collections.deque[tuple[list[RecordedEvent], Awaitable[None]]] = (
+            collections.deque()
+        )
+        read_to = self.cursor
         try:
             await publisher.start()
             while not stop.is_set():
-                batch = await self.store.read_feed(self.cursor, s.relay_batch_size)
-                if not batch:
+                batch = await self.store.read_feed(read_to, s.relay_batch_size)
+                if batch:
+                    inflight.append((batch, await publisher.send(batch)))
+                    read_to = batch[-1].cursor
+                if inflight and (len(inflight) > 1 or not batch):
+                    await self._confirm(*inflight.popleft())
+                if not batch and not inflight:
                     await self._watch_horizon()
                     await _sleep_or_stop(stop, s.relay_poll_interval_s)
-                    continue
-                # Why wait for every confirmation before the checkpoint: the checkpoint
-                # is the promise that everything before it is in the broker.
-                await publisher.publish(batch)
-                if self.after_publish is not None:
-                    await self.after_publish(batch)
-                await save_checkpoint(self.store.pool, s.relay_name, batch[-1].cursor)
-                self.cursor = batch[-1].cursor
-                self.published += len(batch)
+            while inflight:
+                await self._confirm(*inflight.popleft())
         finally:
             await publisher.close()
+
+    async def _confirm(self, batch: list[RecordedEvent], confirmed: Awaitable[None]) -> None:
+        # Why wait for every confirmation before the checkpoint: the checkpoint is the
+        # promise that everything before it is in the broker. Batches are confirmed
+        # and checkpointed in the order they were sent.
+        await confirmed
+        if self.after_publish is not None:
+            await self.after_publish(batch)
+        await save_checkpoint(self.store.pool, self.settings.relay_name, batch[-1].cursor)
+        self.cursor = batch[-1].cursor
+        self.published += len(batch)
 
     async def _watch_horizon(self) -> None:
         """Warn (once a second at most) while an open transaction holds the feed back.

@@ -110,6 +110,8 @@ async def run_subscriber(
         inbox: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
         await queue.consume(inbox.put)
         while not stop.is_set():
+            if connection.is_closed:
+                raise ConnectionError("the RabbitMQ connection was lost")
             try:
                 incoming = await asyncio.wait_for(inbox.get(), 0.5)
             except TimeoutError:

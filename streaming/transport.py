@@ -121,6 +121,18 @@ class Publisher(ABC):
     async def publish(self, batch: Sequence[RecordedEvent]) -> None:
         """Send ``batch`` in order; return only when the broker confirmed all of it."""
 
+    async def send(self, batch: Sequence[RecordedEvent]) -> Awaitable[None]:
+        """Start sending ``batch`` after everything sent before; await the result for
+        the broker's confirmation of all of it.
+
+        The default confirms before returning (no pipelining); Kafka overrides it so
+        the relay reads and sends the next batch while this one is acknowledged.
+        """
+        await self.publish(batch)
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        done.set_result(None)
+        return done
+
 
 class Subscriber(ABC):
     """Delivers a consumer group's messages in per-stream order, at least once."""

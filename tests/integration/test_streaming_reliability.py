@@ -139,7 +139,8 @@ async def test_relay_killed_between_publish_and_checkpoint_loses_nothing_and_dup
     )
     assert await asyncio.wait_for(crashed.wait(), 60) == FAULT_EXIT_STATUS
     first = await published_event_ids(s, audit)
-    assert len(first) == 400, "published, then died"
+    # the relay sends the next batch while the first is acknowledged: 1 or 2 batches
+    assert len(first) in (400, 800), "published, then died"
     assert await load_checkpoint(pg_store.pool, s.relay_name) == START, "never checkpointed"
 
     async with (
@@ -152,7 +153,7 @@ async def test_relay_killed_between_publish_and_checkpoint_loses_nothing_and_dup
     # a topic is read again from its start; the audit queue was drained of the first 400
     ids = [i for i, _, _ in (later if s.kafka_mode else first + later)]
     assert set(ids) == {str(e.event_id) for e in feed}, "no event missing in the broker"
-    assert len(ids) == len(feed) + 400, "the first batch was published twice"
+    assert len(ids) == len(feed) + len(first), "what died unconfirmed was sent twice"
     live, rebuilt = await verify_against_rebuild(pg_store, default_projections())
     assert live == rebuilt
 

@@ -4,11 +4,14 @@ three projectors sharing RabbitMQ's shards in order, integration subscribers."""
 from __future__ import annotations
 
 import asyncio
+import http.server
 import json
+import threading
 import uuid
 from collections.abc import Sequence
 from typing import Any
 
+import aio_pika
 import pytest
 from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.admin import RecordsToDelete
@@ -21,11 +24,12 @@ from projections.engine import Projector
 from projections.handlers import default_projections
 from projections.runner import follow, open_pool, run_projector
 from projections.verify import verify_against_rebuild
+from sagaflow.clients import connect_rabbitmq
 from sagaflow.settings import Settings
 from streaming.kafka import admin_client, consumer_client
 from streaming.relay import run_relay
-from streaming.subscribe import run_subscriber
-from tests.integration.streaming_support import SKUS, caught_up, transport_settings
+from streaming.subscribe import run_subscriber, webhook_sink
+from tests.integration.streaming_support import SKUS, caught_up, drain_queue, transport_settings
 
 pytestmark = pytest.mark.integration
 
@@ -214,3 +218,65 @@ async def test_a_subscriber_receives_exactly_the_events_matching_its_pattern(
     assert [e["event_id"] for e in received] == expected
     assert {e["stream_type"] for e in received} == {"Order"}
     assert len(expected) < len(feed), "other stream types were published and not received"
+
+
+class _Hook(http.server.BaseHTTPRequestHandler):
+    """Answers 500 to the first two POSTs, then 200; keeps what it accepted."""
+
+    posts: list[dict[str, Any]] = []
+    failures_left = 2
+
+    def do_POST(self) -> None:
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        if _Hook.failures_left > 0:
+            _Hook.failures_left -= 1
+            self.send_response(500)
+        else:
+            _Hook.posts.append(body)
+            self.send_response(200)
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+async def test_a_webhook_subscriber_retries_a_failing_post_and_dead_letters_what_is_not_an_envelope(
+    rabbit_settings: Settings, pg_store: PostgresEventStore, unique: str
+):
+    s = rabbit_settings.model_copy(update={"subscriber_backoff_initial_s": 0.05})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Hook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/hook"
+    ready = asyncio.Event()
+    queue = f"hook-{unique}"
+    try:
+        async with background(
+            lambda stop: run_subscriber(
+                s, "Inventory.#", queue, webhook_sink(url), stop, ready=ready
+            )
+        ) as subscriber:
+            await asyncio.wait_for(ready.wait(), 30)
+            await register_products(pg_store, ["kiwi"])
+            connection = await connect_rabbitmq(s)
+            try:
+                channel = await connection.channel(publisher_confirms=True)
+                exchange = await channel.get_exchange(s.rabbitmq_exchange)
+                await exchange.publish(
+                    aio_pika.Message(b"not json at all"), routing_key="Inventory.Junk"
+                )
+            finally:
+                await connection.close()
+            async with background(lambda stop: run_relay(s, stop)):
+
+                async def both_posted() -> bool:
+                    return len(_Hook.posts) >= 2
+
+                await wait_for(both_posted, what="webhook", watch=subscriber)
+                await asyncio.sleep(0.3)
+    finally:
+        server.shutdown()
+    feed = await pg_store.read_feed(limit=100)
+    assert [p["event_id"] for p in _Hook.posts] == [str(e.event_id) for e in feed]
+    (dead,) = await drain_queue(s, f"{queue}.dead")
+    assert dead.body == b"not json at all"
+    assert "not a sagaflow event envelope" in str(dead.headers["x-sagaflow-error"])

@@ -6,6 +6,9 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+NO_NUL = r"^[^\x00]*$"
+"""Free text may not hold NUL: PostgreSQL's text and jsonb cannot store it (422, not 500)."""
+
 Sku = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")]
 Ident = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")]
 
@@ -48,21 +51,23 @@ class PendingOrder(BaseModel):
 class ShipIn(_Input):
     """Shipping details."""
 
-    tracking_number: str = Field(min_length=1, max_length=100)
-    carrier: str = Field(min_length=1, max_length=100)
+    tracking_number: str = Field(min_length=1, max_length=100, pattern=NO_NUL)
+    carrier: str = Field(min_length=1, max_length=100, pattern=NO_NUL)
 
 
 class CancelIn(_Input):
     """Why the order is cancelled."""
 
-    reason: str = Field(default="cancelled by request", min_length=1, max_length=500)
+    reason: str = Field(
+        default="cancelled by request", min_length=1, max_length=500, pattern=NO_NUL
+    )
 
 
 class CompensationDecisionIn(_Input):
     """Which parked compensation, and a note for the log."""
 
-    step: str = Field(min_length=1, max_length=100)
-    note: str = Field(default="", max_length=500)
+    step: str = Field(min_length=1, max_length=100, pattern=NO_NUL)
+    note: str = Field(default="", max_length=500, pattern=NO_NUL)
 
 
 class SagaCommandResult(BaseModel):
@@ -76,7 +81,7 @@ class ProductCreate(_Input):
     """A catalogue entry."""
 
     sku: Sku
-    name: str = Field(min_length=1, max_length=200)
+    name: str = Field(min_length=1, max_length=200, pattern=NO_NUL)
     unit_price_cents: int = Field(gt=0, le=100_000_000)
 
 
@@ -160,13 +165,13 @@ class ReturnCreate(_Input):
     """A return of a delivered order."""
 
     lines: list[ReturnLineIn] = Field(max_length=1000, description="at least one line")
-    reason: str = Field(min_length=1, max_length=500)
+    reason: str = Field(min_length=1, max_length=500, pattern=NO_NUL)
 
 
 class ReceiveIn(_Input):
     """The goods of a return arrived."""
 
-    note: str = Field(default="", max_length=500)
+    note: str = Field(default="", max_length=500, pattern=NO_NUL)
 
 
 class ReturnAccepted(BaseModel):
@@ -200,7 +205,9 @@ class SagaAccepted(BaseModel):
 class SagaCancelIn(_Input):
     """Why the saga is cancelled."""
 
-    reason: str = Field(default="cancelled by request", min_length=1, max_length=500)
+    reason: str = Field(
+        default="cancelled by request", min_length=1, max_length=500, pattern=NO_NUL
+    )
 
 
 class SagaActionOut(BaseModel):
@@ -219,7 +226,7 @@ class BulkRetryIn(_Input):
     step: str | None = Field(
         default=None, min_length=1, max_length=100, pattern=r"^[^\x00-\x1f\x7f]+$"
     )
-    note: str = Field(default="", max_length=500)
+    note: str = Field(default="", max_length=500, pattern=NO_NUL)
 
 
 class BulkRetryItem(BaseModel):

@@ -9,7 +9,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import re
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -31,7 +33,7 @@ def _resolved_settings() -> Settings:
 
 @app.command("worker")
 def worker_command() -> None:
-    """Run the order-saga worker until SIGTERM or Ctrl-C (graceful shutdown)."""
+    """Run the worker of every saga type until SIGTERM or Ctrl-C (graceful shutdown)."""
     from worker import run_worker
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
@@ -40,6 +42,14 @@ def worker_command() -> None:
     except SettingsError as exc:
         err_console.print(f"error: {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
+    # Why exit here, after the graceful shutdown finished (polls stopped, activities
+    # done, the store closed): tearing the interpreter down afterwards can race the
+    # Temporal core runtime's threads, which then panic ("receive half not dropped")
+    # and abort the process with SIGABRT although nothing was left to do.
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 @app.command("replay")

@@ -17,7 +17,7 @@ from datetime import timedelta
 from typing import Any
 
 from temporalio.client import Client
-from temporalio.worker import Worker
+from temporalio.worker import Interceptor, Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from activities._support import FaultInjector
@@ -76,6 +76,8 @@ def build_worker(
     notifier: Notifier | None = None,
     workflows: Sequence[type] | None = None,
     registry: SagaRegistry | None = None,
+    interceptors: Sequence[Interceptor] = (),
+    max_cached_workflows: int | None = None,
 ) -> Worker:
     """A worker for every registered saga type, with the concurrency limits from settings.
 
@@ -92,6 +94,9 @@ def build_worker(
             settings, store, provider=provider, notifier=notifier, registry=registry
         ),
         workflow_runner=workflow_runner(),
+        interceptors=list(interceptors),
+        # The SDK's default (1000) unless the caller says (the test kit runs uncached).
+        max_cached_workflows=1000 if max_cached_workflows is None else max_cached_workflows,
         max_concurrent_workflow_tasks=settings.worker_max_concurrent_workflow_tasks,
         max_concurrent_activities=settings.worker_max_concurrent_activities,
         max_concurrent_local_activities=settings.worker_max_concurrent_local_activities,

@@ -108,6 +108,9 @@ class Wait:
 
     ``cancellable``: a cancel arriving here compensates (the test kit sends one at
     every cancellable wait). ``advance`` names the update that moves the saga on.
+    The test kit also reads where the wait sits and how it looks from outside:
+    ``before`` names the step it precedes, ``status`` is the saga's status while it
+    waits here, ``on_timeout`` the result status when its timer expires.
     """
 
     name: str
@@ -115,6 +118,9 @@ class Wait:
     cancellable: bool = True
     timer: bool = False
     advance: str = ""
+    before: str = ""
+    status: str = ""
+    on_timeout: str = ""
 
 
 @dataclass(frozen=True)
@@ -195,6 +201,11 @@ class SagaDefinition:
             if wait.name in seen:
                 raise SagaDefinitionError(
                     f"saga {self.name!r}: wait {wait.name!r} has a step's name"
+                )
+            if wait.before and wait.before not in seen:
+                raise SagaDefinitionError(
+                    f"saga {self.name!r}: wait {wait.name!r} comes before {wait.before!r}, "
+                    "which is not a declared step"
                 )
         return self
 

@@ -157,11 +157,24 @@ class SagaWorkflow:
     @workflow.update(name=CANCEL)
     async def cancel(self, request: CancelRequest) -> str:
         """Cancel: everything done so far is compensated; returns the status after."""
-        self.saga.cancel_reason = request.reason
+        saga = self.saga
+        saga.cancel_reason = request.reason
         await workflow.wait_condition(
-            lambda: self.saga.current_status in (STATUS_COMPENSATED, STATUS_PARKED)
+            lambda: (
+                saga.current_status in (STATUS_COMPENSATED, STATUS_PARKED)
+                or (saga.pivot_committed and not saga.compensating)
+            )
         )
-        return self.saga.current_status
+        if saga.pivot_committed and not saga.compensating:
+            pivot = saga.definition.pivot
+            # Accepted while the pivot was in flight, and the pivot committed: there
+            # is no way back any more; say so instead of waiting forever.
+            raise ApplicationError(
+                f"{self.noun()}: too late to cancel, step {pivot.name if pivot else '?'} committed",
+                type="TooLate",
+                non_retryable=True,
+            )
+        return saga.current_status
 
     @cancel.validator
     def _validate_cancel(self, request: CancelRequest) -> None:

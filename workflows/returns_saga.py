@@ -103,6 +103,9 @@ RETURNS = SagaDefinition(
             "or the receive update",
             timer=True,
             advance=RECEIVE,
+            before="restock",
+            status=AWAITING_GOODS,
+            on_timeout=EXPIRED,
         ),
     ),
     keys=(

@@ -360,8 +360,13 @@ class Saga:
             return result
 
     def check_cancelled(self) -> None:
-        """Raise SagaAborted when a cancel was accepted (call between steps)."""
-        if self.cancel_reason is not None:
+        """Raise SagaAborted when a cancel was accepted (call between steps).
+
+        A cancel accepted while the pivot was in flight is too late once the pivot
+        commits: the saga goes forward (the cancel update answers so), never
+        compensates across it. Found by the test kit (trip/charge_traveler/cancel).
+        """
+        if self.cancel_reason is not None and not self.pivot_committed:
             raise SagaAborted(f"cancelled: {self.cancel_reason}")
 
     async def complete(self, status: str = STATUS_COMPLETED) -> None:

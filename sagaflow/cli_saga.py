@@ -69,7 +69,9 @@ def replay_command(
         err_console.print(f"error: {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
     if not outcomes:
-        err_console.print(f"error: {path}: no *.json histories there", highlight=False)
+        err_console.print(
+            f"error: {path}: no *.json histories there", highlight=False, soft_wrap=True
+        )
         raise typer.Exit(2)
     unreadable = mismatched = 0
     for outcome in outcomes:
@@ -133,7 +135,9 @@ def histories_export_command(
         err_console.print(f"error: {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
     except RPCError as exc:
-        err_console.print(f"error: Temporal refused: {exc.message}", highlight=False)
+        err_console.print(
+            f"error: Temporal refused: {exc.message}", highlight=False, soft_wrap=True
+        )
         raise typer.Exit(2) from None
     except (OSError, RuntimeError) as exc:
         err_console.print(f"error: {exc}", highlight=False, soft_wrap=True)
@@ -163,7 +167,7 @@ def saga_test_command(
     try:
         kit = kit_for(saga_type)
     except UnknownSagaType as exc:
-        err_console.print(f"error: {exc}", highlight=False)
+        err_console.print(f"error: {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
     try:
         reports = asyncio.run(run_with_progress(kit, only, quiet=as_json))

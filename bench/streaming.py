@@ -18,6 +18,11 @@ folder), writes a synthetic order workload, and measures for each transport, eac
   one-transaction checkpoint (from its first committed batch to the last);
 * ``lag``       - append → visible in order_summary at a steady 500 events/s.
 
+Beside each rate: the benchmark process's CPU milliseconds per 1,000 events (user +
+system, from ``os.times``; steadier than wall time on a shared machine; the relay's
+and projector's figures include the client libraries, not the brokers or PostgreSQL)
+and the 1-minute load average when the repeat ended.
+
 The last line is ``RESULT {json}``. Not a test: numbers depend on the machine.
 """
 
@@ -61,6 +66,16 @@ from streaming.transport import Batch, make_subscriber
 
 SKUS = [f"sku-{i}" for i in range(20)]
 LAG_RATE = 500
+
+
+def cpu_s() -> float:
+    """User + system CPU seconds of this process so far."""
+    t = os.times()
+    return t.user + t.system
+
+
+#: CPU ms per 1,000 events of the last relay / projector measurement, by measure
+CPU_MS: dict[str, float] = {}
 
 
 def spread(values: list[float]) -> dict[str, float]:
@@ -142,8 +157,10 @@ async def bench_relay(store: PostgresEventStore, settings: Settings, total: int)
                 first = (time.perf_counter(), relay.published)
             return relay.published >= total
 
+        cpu0 = cpu_s()
         await wait_until(done)
         end = time.perf_counter()
+        CPU_MS["relay"] = (cpu_s() - cpu0) * 1e6 / total
     finally:
         stop.set()
         await task
@@ -259,8 +276,10 @@ async def bench_projector(
             end = time.perf_counter()
             stop.set()
 
+    cpu0 = cpu_s()
     try:
         await asyncio.wait_for(subscriber.run(deliver, stop), 600)
+        CPU_MS["projector"] = (cpu_s() - cpu0) * 1e6 / total
     finally:
         await pool.close()
     assert first is not None
@@ -447,6 +466,8 @@ async def _measure(
     print(f"{total} events in the store", flush=True)
     payloads = [encode_record(e) for e in feed] if kind is Transport.KAFKA else []
     runs: dict[str, list[float]] = {"publisher": [], "relay": [], "consumer": [], "projector": []}
+    cpu: dict[str, list[float]] = {"relay": [], "projector": []}
+    loads: list[float] = []
     if kind is Transport.EMBEDDED:
         del runs["publisher"], runs["relay"]
     for i in range(repeats):
@@ -476,8 +497,16 @@ async def _measure(
         else:
             runs["consumer"].append(await bench_feed_reader(store, s, total))
         runs["projector"].append(await bench_projector(store, s, total, group))
+        for name in cpu:
+            if name in runs:
+                cpu[name].append(CPU_MS[name])
+        loads.append(os.getloadavg()[0])
         print(
-            f"repeat {i + 1}: " + ", ".join(f"{k} {v[-1]:,.0f} ev/s" for k, v in runs.items()),
+            f"repeat {i + 1}: "
+            + ", ".join(f"{k} {v[-1]:,.0f} ev/s" for k, v in runs.items())
+            + "; CPU ms/1k: "
+            + ", ".join(f"{k} {v[-1]:.0f}" for k, v in cpu.items() if v)
+            + f"; load {loads[-1]:.2f}",
             flush=True,
         )
     p50s, p99s = [], []
@@ -487,7 +516,7 @@ async def _measure(
         p99s.append(percentile(sample, 0.99))
         print(
             f"lag repeat {i + 1}: {len(sample)} events at {LAG_RATE}/s, "
-            f"p50 {p50s[-1]:.1f} ms, p99 {p99s[-1]:.1f} ms",
+            f"p50 {p50s[-1]:.1f} ms, p99 {p99s[-1]:.1f} ms; load {os.getloadavg()[0]:.2f}",
             flush=True,
         )
     stats = {k: spread(v) for k, v in runs.items()}
@@ -502,6 +531,12 @@ async def _measure(
     for name, st in stats.items():
         out[f"{name}.events_per_s"] = round(st["median"])
         out[f"{name}.spread"] = round(st["spread"], 3)
+    for name, values in cpu.items():
+        if values:
+            out[f"{name}.cpu_ms_per_1k"] = round(statistics.median(values), 1)
+            print(f"{name} CPU ms per 1,000 events: median {statistics.median(values):.0f} "
+                  f"({min(values):.0f}-{max(values):.0f})")  # fmt: skip
+    out["load_avg_1m"] = round(statistics.median(loads), 2)
     if "relay" in stats:
         ratio = stats["relay"]["median"] / stats["publisher"]["median"]
         out["relay.ratio_to_publisher"] = round(ratio, 3)

@@ -308,30 +308,26 @@ async def open_streams(conn: Conn, consumer: str, streams: list[str]) -> dict[st
 
 async def park(conn: Conn, consumer: str, stream_id: str, message: Message) -> None:
     """Hold a message back until its stream's dead letter (or retry) is resolved."""
-    pos = message.position
     await conn.execute(
-        'INSERT INTO parked_messages (consumer, stream_id, topic, partition, "offset", payload)'
-        " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
-        (consumer, stream_id, pos.source, pos.lane, pos.ordinal, message.body()),
+        "INSERT INTO parked_messages (consumer, stream_id, position, payload)"
+        " VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING",
+        (consumer, stream_id, message.position.token(), message.body()),
     )
 
 
 async def store_dead_letter(conn: Conn, letter: DeadLetter) -> None:
     """Record a dead letter (idempotent on its source position)."""
     msg = letter.message
-    pos = msg.position
     await conn.execute(
         """
-        INSERT INTO dead_letters (consumer, topic, partition, "offset", stream_id, event_id,
+        INSERT INTO dead_letters (consumer, position, stream_id, event_id,
                                   version, payload, headers, handler, error, attempts)
-        VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
-        ON CONFLICT (consumer, topic, partition, "offset") DO NOTHING
+        VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+        ON CONFLICT (consumer, position) DO NOTHING
         """,
         (
             letter.consumer,
-            pos.source,
-            pos.lane,
-            pos.ordinal,
+            msg.position.token(),
             letter.stream_id,
             letter.event_id,
             letter.version,

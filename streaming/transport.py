@@ -49,8 +49,25 @@ class Position:
     ordinal: int
 
     def token(self) -> str:
-        """The position as one string (logs, the API)."""
+        """The position as one string: ``<source>/<lane>@<ordinal>`` (logs, dead
+        letters and parked messages, the API)."""
         return f"{self.source}/{self.lane}@{self.ordinal}"
+
+    @classmethod
+    def parse(cls, token: str) -> Position:
+        """Inverse of ``token``; ValueError on anything else.
+
+        Why split at the last ``@`` and the last ``/``: a source (a queue name) may
+        hold either character; the lane and ordinal are integers.
+        """
+        rest, at, ordinal = token.rpartition("@")
+        source, slash, lane = rest.rpartition("/")
+        try:
+            if not (at and slash):
+                raise ValueError
+            return cls(source, int(lane), int(ordinal))
+        except ValueError:
+            raise ValueError(f"{token!r} is not a position token (source/lane@ordinal)") from None
 
 
 @dataclass(frozen=True)

@@ -8,11 +8,14 @@ folder), writes a synthetic order workload, and measures for each transport, eac
 
 * ``publisher`` - the limit: a bare aiokafka idempotent producer (Kafka) or a bare
   aio-pika publisher with confirms in the relay's windows (RabbitMQ), sending the
-  relay's exact messages;
+  relay's exact messages (the envelopes as the store renders them, the same headers);
+  on RabbitMQ to an exchange of its own with the same topology as the relay's (topic
+  exchange, consistent-hash exchange, the shard quorum queues of one group), so the
+  broker routes and stores each message once for either;
 * ``relay``     - the relay from the store's feed to confirmed by the broker, with its
   checkpoint (measured from its first confirmed batch to the last);
 * ``consumer``  - the limit: a bare group member that only reads (Kafka), a bare
-  consumer of its own copy of the shard queues acking every 100 (RabbitMQ), or
+  consumer of the bare publisher's shard queues acking every 100 (RabbitMQ), or
   reading the store's feed (embedded);
 * ``projector`` - the projector applying order_summary + analytics with the
   one-transaction checkpoint (from its first committed batch to the last);
@@ -47,7 +50,7 @@ from aiokafka import AIOKafkaConsumer
 
 from bench.workload import register_products, run_orders
 from domain import events as ev
-from eventstore.envelope import NO_STREAM, START, NewEvent, RecordedEvent
+from eventstore.envelope import NO_STREAM, START, EncodedEvent, NewEvent
 from eventstore.postgres import PostgresEventStore
 from projections.handlers import (
     DailySalesProjection,
@@ -60,7 +63,13 @@ from sagaflow.clients import connect_rabbitmq, kafka_client_options
 from sagaflow.services import LocalServices
 from sagaflow.settings import Settings, Transport, load_settings
 from streaming.kafka import encode_record, ensure_topic, idempotent_producer, quiet_kafka_logs
-from streaming.rabbitmq import declare_group, encode_message, shard_queue
+from streaming.rabbitmq import (
+    declare_events_exchange,
+    declare_group,
+    encode_message,
+    routing_key,
+    shard_queue,
+)
 from streaming.relay import Relay, load_checkpoint, save_checkpoint
 from streaming.transport import Batch, make_subscriber
 
@@ -116,27 +125,21 @@ async def bench_producer(settings: Settings, payloads: list[Any]) -> float:
         await producer.stop()
 
 
-async def bench_rabbit_publisher(settings: Settings, feed: list[RecordedEvent]) -> float:
-    """Bare aio-pika publisher with confirms: the relay's messages, confirmed in windows."""
+async def bench_rabbit_publisher(settings: Settings, feed: list[EncodedEvent]) -> float:
+    """Bare aio-pika publisher with confirms: the relay's messages, confirmed in windows,
+    to ``settings.rabbitmq_exchange`` (whose group topology the caller declared)."""
     connection = await connect_rabbitmq(settings)
     try:
         channel = await connection.channel(publisher_confirms=True)
-        name = f"bench-bare-{uuid.uuid4().hex[:8]}"
-        exchange = await channel.declare_exchange(name, "topic", auto_delete=True)
-        queue = await channel.declare_queue(
-            name, durable=True, arguments={"x-queue-type": "quorum"}
-        )
-        await queue.bind(exchange, "#")
-        messages = [(encode_message(e), f"{e.stream_type}.{e.event_type}") for e in feed]
+        exchange = await declare_events_exchange(channel, settings)
+        messages = [(encode_message(e), routing_key(e.stream_type, e.event_type)) for e in feed]
         window = settings.rabbitmq_confirm_window
         start = time.perf_counter()
         for i in range(0, len(messages), window):
             await asyncio.gather(
                 *(exchange.publish(m, routing_key=k) for m, k in messages[i : i + window])
             )
-        rate = len(messages) / (time.perf_counter() - start)
-        await queue.delete(if_unused=False, if_empty=False)
-        return rate
+        return len(messages) / (time.perf_counter() - start)
     finally:
         await connection.close()
 
@@ -460,7 +463,7 @@ async def main(quick: bool, transports: list[str]) -> dict[str, Any]:
 async def _measure(
     store: PostgresEventStore, settings: Settings, repeats: int, lag_seconds: float
 ) -> dict[str, Any]:
-    feed = await store.read_feed(limit=1_000_000)
+    feed = await store.read_feed_encoded(limit=1_000_000)
     total = len(feed)
     kind = settings.transport_kind
     print(f"{total} events in the store", flush=True)
@@ -486,14 +489,15 @@ async def _measure(
             runs["relay"].append(await bench_relay(store, s, total))
             runs["consumer"].append(await bench_consumer(s, total))
         elif kind is Transport.RABBITMQ:
-            # the bare consumer reads its own copy: its group's queues exist before the
-            # relay publishes (the relay declares the projector group's itself)
-            connection = await connect_rabbitmq(s)
-            await declare_group(await connection.channel(), s, bare)
+            # the bare publisher fills a group of its own on an exchange of its own (the
+            # relay declares the projector group's itself); the bare consumer reads it
+            bare_s = s.model_copy(update={"rabbitmq_exchange": bare})
+            connection = await connect_rabbitmq(bare_s)
+            await declare_group(await connection.channel(), bare_s, bare)
             await connection.close()
-            runs["publisher"].append(await bench_rabbit_publisher(s, feed))
+            runs["publisher"].append(await bench_rabbit_publisher(bare_s, feed))
             runs["relay"].append(await bench_relay(store, s, total))
-            runs["consumer"].append(await bench_rabbit_consumer(s, bare, total))
+            runs["consumer"].append(await bench_rabbit_consumer(bare_s, bare, total))
         else:
             runs["consumer"].append(await bench_feed_reader(store, s, total))
         runs["projector"].append(await bench_projector(store, s, total, group))

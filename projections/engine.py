@@ -124,13 +124,6 @@ _NOT_FOLLOWED: Any = object()
 """Stands for the event of a stream no projection of this process follows."""
 
 
-def _recorded_type(message: Message) -> str | None:
-    try:
-        return _envelope(message).stream_type
-    except BadMessage:
-        return None  # decode_message reports it
-
-
 def decode_message(message: Message, upcasters: Upcasters) -> Pair:
     """The envelope and domain event of a message; BadMessage says why not."""
     recorded = _envelope(message)
@@ -392,6 +385,14 @@ class Projector:
         self.heal = heal
         self.stats = Stats()
         self.lock_key = consumer_lock_key(consumer)
+        #: the stream types some projection of this process follows
+        self.followed = frozenset(t for p in self.projections for t in p.stream_types)
+
+    def _decode(self, recorded: RecordedEvent) -> Any:
+        try:
+            return self.upcasters.decode(recorded)
+        except EventStoreError as exc:  # UnreadableEvent: unknown type, no upcaster, corrupt
+            raise BadMessage("decode", str(exc)) from None
 
     async def process(self, messages: Sequence[Message], checkpoint: Checkpoint) -> None:
         """Apply a batch with its checkpoint, exactly once.
@@ -419,13 +420,15 @@ class Projector:
         # Why envelopes only for streams no projection follows: their event classes
         # may live in modules this process never imports (a team's own saga type);
         # decoding them would dead-letter events nothing here needs.
-        followed = frozenset(t for p in self.projections for t in p.stream_types)
-        pairs_by_message = [
-            decode_message(m, self.upcasters)
-            if _recorded_type(m) in followed
-            else (_envelope(m), _NOT_FOLLOWED)
-            for m in messages
-        ]
+        followed = self.followed
+        pairs_by_message: list[tuple[RecordedEvent, Any]] = []
+        for m in messages:
+            recorded = _envelope(m)  # parsed once: it is most of a message's cost
+            pairs_by_message.append(
+                (recorded, self._decode(recorded))
+                if recorded.stream_type in followed
+                else (recorded, _NOT_FOLLOWED)
+            )
         async with self.pool.connection() as conn, conn.transaction():
             # Why shared: batches of different partitions run side by side; replay and
             # skip take this lock exclusively so no message is parked behind their back.

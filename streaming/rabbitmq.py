@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import zlib
 from collections.abc import Sequence
@@ -45,10 +44,10 @@ from aio_pika.abc import (
 )
 from psycopg_pool import AsyncConnectionPool
 
-from eventstore.envelope import RecordedEvent
+from eventstore.envelope import EncodedEvent, RecordedEvent
 from sagaflow.clients import connect_rabbitmq, rabbitmq_url
 from sagaflow.settings import Settings
-from streaming.kafka import HEADER_FIELDS
+from streaming.kafka import header_values
 from streaming.transport import Backlog, Batch, Deliver, Message, Position, Publisher, Subscriber
 
 log = logging.getLogger("sagaflow.rabbitmq")
@@ -67,17 +66,15 @@ def shard_queue(settings: Settings, group: str, shard: int) -> str:
     return f"{settings.rabbitmq_exchange}.{group}.{shard}"
 
 
-def encode_message(recorded: RecordedEvent) -> aio_pika.Message:
+def encode_message(event: EncodedEvent | RecordedEvent) -> aio_pika.Message:
     """One event as a persistent AMQP message with the envelope's fields as headers."""
-    envelope = recorded.envelope()
-    headers: dict[str, Any] = {name: str(envelope[name]) for name in HEADER_FIELDS}
-    for name, meta in (recorded.metadata or {}).items():
-        if meta is not None:
-            headers[f"meta.{name}"] = str(meta)
+    if isinstance(event, RecordedEvent):
+        event = EncodedEvent.of(event)
+    headers: dict[str, Any] = dict(header_values(event))
     return aio_pika.Message(
-        json.dumps(envelope, separators=(",", ":")).encode(),
-        message_id=str(recorded.event_id),
-        type=recorded.event_type,
+        event.body,
+        message_id=event.event_id,
+        type=event.event_type,
         content_type="application/json",
         delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
         headers=headers,
@@ -182,7 +179,7 @@ class RabbitPublisher(Publisher):
             with contextlib.suppress(Exception):
                 await connection.close()
 
-    async def publish(self, batch: Sequence[RecordedEvent]) -> None:
+    async def publish(self, batch: Sequence[EncodedEvent]) -> None:
         """Publish in order; return when the broker confirmed every message.
 
         Why windows: waiting for each confirm would cost a round trip per event;

@@ -3,7 +3,8 @@
 Two roles, three implementations (``streaming.kafka``, ``streaming.rabbitmq``,
 ``streaming.embedded``), chosen by ``SAGAFLOW_TRANSPORT``:
 
-* a **Publisher** sends a batch of stored events and returns only when the broker
+* a **Publisher** sends a batch of stored events (``EncodedEvent``: the envelope
+  already rendered as JSON by the store) and returns only when the broker
   confirmed every one of them (the relay advances its checkpoint after that);
 * a **Subscriber** delivers batches of ``Message`` objects, each with an opaque
   ``Position``. Where the position lives in PostgreSQL (Kafka offsets, the feed
@@ -24,7 +25,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from eventstore.envelope import RecordedEvent
+from eventstore.envelope import EncodedEvent, RecordedEvent
 
 if TYPE_CHECKING:
     from psycopg import AsyncConnection
@@ -135,10 +136,10 @@ class Publisher(ABC):
         """Disconnect; safe to call twice."""
 
     @abstractmethod
-    async def publish(self, batch: Sequence[RecordedEvent]) -> None:
+    async def publish(self, batch: Sequence[EncodedEvent]) -> None:
         """Send ``batch`` in order; return only when the broker confirmed all of it."""
 
-    async def send(self, batch: Sequence[RecordedEvent]) -> Awaitable[None]:
+    async def send(self, batch: Sequence[EncodedEvent]) -> Awaitable[None]:
         """Start sending ``batch`` after everything sent before; await the result for
         the broker's confirmation of all of it.
 

@@ -223,7 +223,11 @@ async def apply_events(
         if not accepted:
             continue
         try:
-            await projection.apply(conn, table_map, accepted)
+            # Why a (nested) pipeline block per projection: its exit waits for every
+            # statement the handler queued, so a failing one is reported with this
+            # projection's name, not the next one's.
+            async with conn.pipeline():
+                await projection.apply(conn, table_map, accepted)
         except psycopg.OperationalError:
             raise  # the database went away: not the handler's fault, not a dead letter
         except Exception as exc:
@@ -429,7 +433,13 @@ class Projector:
                 if recorded.stream_type in followed
                 else (recorded, _NOT_FOLLOWED)
             )
-        async with self.pool.connection() as conn, conn.transaction():
+        # Why pipeline mode: statements whose results nobody reads (the lock, parking,
+        # upserts, watermarks, the checkpoint) are sent without waiting for each reply,
+        # so a batch costs a few round trips instead of one per statement. That keeps
+        # the transaction short, and an open transaction holding a transaction id holds
+        # back the event feed for the relay (the feed is read below the oldest one).
+        # The server still runs the statements in order, each after the one before.
+        async with self.pool.connection() as conn, conn.pipeline(), conn.transaction():
             # Why shared: batches of different partitions run side by side; replay and
             # skip take this lock exclusively so no message is parked behind their back.
             await conn.execute("SELECT pg_advisory_xact_lock_shared(%s)", (self.lock_key,))

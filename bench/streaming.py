@@ -333,8 +333,6 @@ async def bench_lag(store: PostgresEventStore, settings: Settings, seconds: floa
         **{k: v for k, v in os.environ.items() if k != "SAGAFLOW_KAFKA_ENABLED"},
         "SAGAFLOW_DATABASE_URL": str(s.database_url),
         "SAGAFLOW_TRANSPORT": s.transport_kind.value,
-        "SAGAFLOW_KAFKA_BOOTSTRAP": str(s.kafka_bootstrap),
-        "SAGAFLOW_RABBITMQ_URL": str(s.rabbitmq_url),
         "SAGAFLOW_RABBITMQ_EXCHANGE": s.rabbitmq_exchange,
         "SAGAFLOW_RABBITMQ_SHARDS": str(s.rabbitmq_shards),
         "SAGAFLOW_KAFKA_TOPIC": s.kafka_topic,
@@ -344,6 +342,11 @@ async def bench_lag(store: PostgresEventStore, settings: Settings, seconds: floa
         "SAGAFLOW_RELAY_POLL_INTERVAL_S": "0.005",
         "SAGAFLOW_PROJECTOR_POLL_INTERVAL_S": "0.01",
     }
+    # only the brokers this run started ("None" would be refused by the settings)
+    if s.kafka_bootstrap:
+        env["SAGAFLOW_KAFKA_BOOTSTRAP"] = str(s.kafka_bootstrap)
+    if s.rabbitmq_url:
+        env["SAGAFLOW_RABBITMQ_URL"] = str(s.rabbitmq_url)
     procs = [
         await asyncio.create_subprocess_exec(
             sys.executable,

@@ -329,7 +329,7 @@ async def store_dead_letter(conn: Conn, letter: DeadLetter) -> None:
             letter.event_id,
             letter.version,
             msg.body(),
-            Jsonb([[k, v.decode(errors="replace")] for k, v in msg.headers]),
+            Jsonb([[k, v.decode(errors="replace")] for k, v in msg.header_pairs()]),
             letter.handler,
             letter.error,
             letter.attempts,

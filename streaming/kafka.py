@@ -386,7 +386,7 @@ class KafkaSubscriber(Subscriber):
             self.settings.kafka_dead_letter_topic,
             value=message.body(),
             key=message.stream_id.encode() if message.stream_id else None,
-            headers=[*message.headers, *((k, v.encode()) for k, v in extra.items())],
+            headers=[*message.header_pairs(), *((k, v.encode()) for k, v in extra.items())],
         )
 
     async def replays_from_start(self) -> bool:

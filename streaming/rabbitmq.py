@@ -223,15 +223,12 @@ def to_message(delivered: DeliveredMessage, queue: str, shard: int) -> Message:
         # records the same row once
         ordinal = zlib.crc32(body)
     stream = headers.get("stream_id")
-    flat = tuple(
-        (str(k), str(v).encode()) for k, v in headers.items() if not str(k).startswith("x-")
-    )
     return Message(
         position=Position(queue, shard, ordinal),
         stream_id=str(stream) if stream is not None else None,
         payload=body,
-        headers=flat,
         attempt=attempt_of(headers, queue),
+        amqp_headers=headers,
     )
 
 
@@ -483,7 +480,7 @@ class RabbitSubscriber(Subscriber):
                 },
             )
             self.retry_queues.add(name)
-        headers: dict[str, Any] = {k: v.decode(errors="replace") for k, v in message.headers}
+        headers: dict[str, Any] = {k: v.decode(errors="replace") for k, v in message.header_pairs()}
         # Why carry x-death over: the broker adds to it on each expiry, and the next
         # delivery counts its attempt from it.
         deaths = self.deaths.get(message.position)
@@ -506,7 +503,10 @@ class RabbitSubscriber(Subscriber):
         await dlx.publish(
             aio_pika.Message(
                 message.body(),
-                headers={**{k: v.decode(errors="replace") for k, v in message.headers}, **headers},
+                headers={
+                    **{k: v.decode(errors="replace") for k, v in message.header_pairs()},
+                    **headers,
+                },
                 delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
             ),
             routing_key=self.group,

@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import json
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -86,6 +86,22 @@ class Message:
     recorded: RecordedEvent | None = None
     headers: tuple[tuple[str, bytes], ...] = ()
     attempt: int = 1
+    #: the AMQP headers as delivered (RabbitMQ), flattened only when asked for
+    amqp_headers: Mapping[str, Any] | None = None
+
+    def header_pairs(self) -> tuple[tuple[str, bytes], ...]:
+        """The headers as (name, bytes) pairs; a RabbitMQ message's without ``x-*``.
+
+        Why on demand: only dead letters and retries need them, and flattening a
+        dozen headers per delivery was a visible share of the projector's CPU.
+        """
+        if self.amqp_headers is None:
+            return self.headers
+        return tuple(
+            (str(k), str(v).encode())
+            for k, v in self.amqp_headers.items()
+            if not str(k).startswith("x-")
+        )
 
     def body(self) -> bytes:
         """The envelope bytes (rendered from ``recorded`` when the source gave none)."""

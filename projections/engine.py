@@ -170,8 +170,15 @@ async def apply_events(
     stats: Stats | None = None,
     heal: Heal | None = None,
     upcasters: Upcasters | None = None,
+    blame: bool = True,
 ) -> None:
     """Apply ``pairs`` to every projection that follows their streams, exactly once.
+
+    ``blame``: wait for each projection's statements before the next projection runs,
+    so a failing statement is reported under its projection's name. Without it (a
+    pipelined batch of many messages) a failure may surface later, under another
+    name or none; the caller then splits the batch, and the message that fails
+    alone is retried with ``blame`` on.
 
     Per projection and stream, an event is applied only when its version is the next
     one after the stored watermark. A version at or below it is a duplicate. A
@@ -223,10 +230,13 @@ async def apply_events(
         if not accepted:
             continue
         try:
-            # Why a (nested) pipeline block per projection: its exit waits for every
-            # statement the handler queued, so a failing one is reported with this
-            # projection's name, not the next one's.
-            async with conn.pipeline():
+            # Why a (nested) pipeline block per projection when blaming: its exit
+            # waits for every statement the handler queued, so a failing one is
+            # reported with this projection's name, not the next one's.
+            if blame:
+                async with conn.pipeline():
+                    await projection.apply(conn, table_map, accepted)
+            else:
                 await projection.apply(conn, table_map, accepted)
         except psycopg.OperationalError:
             raise  # the database went away: not the handler's fault, not a dead letter
@@ -412,13 +422,28 @@ class Projector:
             return
         try:
             await self._transaction(messages, checkpoint)
+        except psycopg.OperationalError:
+            raise
+        except psycopg.Error as exc:
+            # Why split on any statement error of a batch: pipelined without blame, a
+            # handler's failing statement may surface after its handler returned
+            # (at another's, or at the commit); alone, it is blamed and dead-lettered.
+            if len(messages) == 1 and not isinstance(exc, _FAILURES):
+                raise
+            await self._split(messages, checkpoint, exc)
         except _FAILURES as exc:
-            if len(messages) == 1:
-                await self._retry_one(messages[0], checkpoint, exc)
-                return
-            middle = len(messages) // 2
-            await self.process(messages[:middle], checkpoint)
-            await self.process(messages[middle:], checkpoint)
+            await self._split(messages, checkpoint, exc)
+
+    async def _split(
+        self, messages: Sequence[Message], checkpoint: Checkpoint, exc: Exception
+    ) -> None:
+        """Halve a failed batch, or retry and dead-letter the message that failed alone."""
+        if len(messages) == 1:
+            await self._retry_one(messages[0], checkpoint, exc)
+            return
+        middle = len(messages) // 2
+        await self.process(messages[:middle], checkpoint)
+        await self.process(messages[middle:], checkpoint)
 
     async def _transaction(self, messages: Sequence[Message], checkpoint: Checkpoint) -> None:
         # Why envelopes only for streams no projection follows: their event classes
@@ -464,6 +489,9 @@ class Projector:
                 stats=self.stats,
                 heal=self.heal,
                 upcasters=self.upcasters,
+                # one round trip less per read model; a batch that fails is split,
+                # and a message failing alone is retried with the blame exact
+                blame=len(messages) == 1,
             )
             for stream in retried:
                 await self._release_hold(conn, stream)

@@ -125,23 +125,26 @@ class ReadinessOut(BaseModel):
 
 
 class DeadLetterOut(BaseModel):
-    """A dead-lettered message."""
+    """A dead-lettered message, in the event store's words (stream, version, position)."""
 
-    id: int
-    consumer: str
-    topic: str
-    partition: int
-    offset: int
-    stream_id: str | None
-    event_id: str | None
-    version: int | None
-    handler: str
-    error: str
-    attempts: int
-    status: str
+    id: int = Field(description="the dead letter's id (replay / skip take it)")
+    consumer: str = Field(description="the projector group that dead-lettered it")
+    position: str = Field(
+        description="where the transport delivered it from, as the position token "
+        "`<source>/<lane>@<ordinal>`: a Kafka topic, partition and offset; a RabbitMQ "
+        "shard queue, its shard and the event's global position; or `$feed/0@<global "
+        "position>` (embedded). Opaque: compare it, do not parse it."
+    )
+    stream_id: str | None = Field(description="the event's stream (null: not an envelope)")
+    event_id: str | None = Field(description="the event's id (null: not an envelope)")
+    version: int | None = Field(description="the event's version in its stream")
+    handler: str = Field(description="what failed: a read model's name, `decode`, `gap`...")
+    error: str = Field(description="the last error")
+    attempts: int = Field(description="attempts made before it was dead-lettered")
+    status: str = Field(description="`open`, `replayed` or `skipped`")
     created_at: str
     resolved_at: str | None
-    parked: int
+    parked: int = Field(description="later messages of its stream held behind it")
 
 
 class ResolutionOut(BaseModel):

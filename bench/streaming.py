@@ -8,15 +8,23 @@ folder), writes a synthetic order workload, and measures for each transport, eac
 
 * ``publisher`` - the limit: a bare aiokafka idempotent producer (Kafka) or a bare
   aio-pika publisher with confirms in the relay's windows (RabbitMQ), sending the
-  relay's exact messages;
+  relay's exact messages (the envelopes as the store renders them, the same headers);
+  on RabbitMQ to an exchange of its own with the same topology as the relay's (topic
+  exchange, consistent-hash exchange, the shard quorum queues of one group), so the
+  broker routes and stores each message once for either;
 * ``relay``     - the relay from the store's feed to confirmed by the broker, with its
   checkpoint (measured from its first confirmed batch to the last);
 * ``consumer``  - the limit: a bare group member that only reads (Kafka), a bare
-  consumer of its own copy of the shard queues acking every 100 (RabbitMQ), or
+  consumer of the bare publisher's shard queues acking every 100 (RabbitMQ), or
   reading the store's feed (embedded);
 * ``projector`` - the projector applying order_summary + analytics with the
   one-transaction checkpoint (from its first committed batch to the last);
 * ``lag``       - append → visible in order_summary at a steady 500 events/s.
+
+Beside each rate: the benchmark process's CPU milliseconds per 1,000 events (user +
+system, from ``os.times``; steadier than wall time on a shared machine; the relay's
+and projector's figures include the client libraries, not the brokers or PostgreSQL)
+and the 1-minute load average when the repeat ended.
 
 The last line is ``RESULT {json}``. Not a test: numbers depend on the machine.
 """
@@ -42,7 +50,7 @@ from aiokafka import AIOKafkaConsumer
 
 from bench.workload import register_products, run_orders
 from domain import events as ev
-from eventstore.envelope import NO_STREAM, START, NewEvent, RecordedEvent
+from eventstore.envelope import NO_STREAM, START, EncodedEvent, NewEvent
 from eventstore.postgres import PostgresEventStore
 from projections.handlers import (
     DailySalesProjection,
@@ -55,12 +63,28 @@ from sagaflow.clients import connect_rabbitmq, kafka_client_options
 from sagaflow.services import LocalServices
 from sagaflow.settings import Settings, Transport, load_settings
 from streaming.kafka import encode_record, ensure_topic, idempotent_producer, quiet_kafka_logs
-from streaming.rabbitmq import declare_group, encode_message, shard_queue
+from streaming.rabbitmq import (
+    declare_events_exchange,
+    declare_group,
+    encode_message,
+    routing_key,
+    shard_queue,
+)
 from streaming.relay import Relay, load_checkpoint, save_checkpoint
 from streaming.transport import Batch, make_subscriber
 
 SKUS = [f"sku-{i}" for i in range(20)]
 LAG_RATE = 500
+
+
+def cpu_s() -> float:
+    """User + system CPU seconds of this process so far."""
+    t = os.times()
+    return t.user + t.system
+
+
+#: CPU ms per 1,000 events of the last relay / projector measurement, by measure
+CPU_MS: dict[str, float] = {}
 
 
 def spread(values: list[float]) -> dict[str, float]:
@@ -101,27 +125,21 @@ async def bench_producer(settings: Settings, payloads: list[Any]) -> float:
         await producer.stop()
 
 
-async def bench_rabbit_publisher(settings: Settings, feed: list[RecordedEvent]) -> float:
-    """Bare aio-pika publisher with confirms: the relay's messages, confirmed in windows."""
+async def bench_rabbit_publisher(settings: Settings, feed: list[EncodedEvent]) -> float:
+    """Bare aio-pika publisher with confirms: the relay's messages, confirmed in windows,
+    to ``settings.rabbitmq_exchange`` (whose group topology the caller declared)."""
     connection = await connect_rabbitmq(settings)
     try:
         channel = await connection.channel(publisher_confirms=True)
-        name = f"bench-bare-{uuid.uuid4().hex[:8]}"
-        exchange = await channel.declare_exchange(name, "topic", auto_delete=True)
-        queue = await channel.declare_queue(
-            name, durable=True, arguments={"x-queue-type": "quorum"}
-        )
-        await queue.bind(exchange, "#")
-        messages = [(encode_message(e), f"{e.stream_type}.{e.event_type}") for e in feed]
+        exchange = await declare_events_exchange(channel, settings)
+        messages = [(encode_message(e), routing_key(e.stream_type, e.event_type)) for e in feed]
         window = settings.rabbitmq_confirm_window
         start = time.perf_counter()
         for i in range(0, len(messages), window):
             await asyncio.gather(
                 *(exchange.publish(m, routing_key=k) for m, k in messages[i : i + window])
             )
-        rate = len(messages) / (time.perf_counter() - start)
-        await queue.delete(if_unused=False, if_empty=False)
-        return rate
+        return len(messages) / (time.perf_counter() - start)
     finally:
         await connection.close()
 
@@ -142,8 +160,10 @@ async def bench_relay(store: PostgresEventStore, settings: Settings, total: int)
                 first = (time.perf_counter(), relay.published)
             return relay.published >= total
 
+        cpu0 = cpu_s()
         await wait_until(done)
         end = time.perf_counter()
+        CPU_MS["relay"] = (cpu_s() - cpu0) * 1e6 / total
     finally:
         stop.set()
         await task
@@ -259,8 +279,10 @@ async def bench_projector(
             end = time.perf_counter()
             stop.set()
 
+    cpu0 = cpu_s()
     try:
         await asyncio.wait_for(subscriber.run(deliver, stop), 600)
+        CPU_MS["projector"] = (cpu_s() - cpu0) * 1e6 / total
     finally:
         await pool.close()
     assert first is not None
@@ -311,8 +333,6 @@ async def bench_lag(store: PostgresEventStore, settings: Settings, seconds: floa
         **{k: v for k, v in os.environ.items() if k != "SAGAFLOW_KAFKA_ENABLED"},
         "SAGAFLOW_DATABASE_URL": str(s.database_url),
         "SAGAFLOW_TRANSPORT": s.transport_kind.value,
-        "SAGAFLOW_KAFKA_BOOTSTRAP": str(s.kafka_bootstrap),
-        "SAGAFLOW_RABBITMQ_URL": str(s.rabbitmq_url),
         "SAGAFLOW_RABBITMQ_EXCHANGE": s.rabbitmq_exchange,
         "SAGAFLOW_RABBITMQ_SHARDS": str(s.rabbitmq_shards),
         "SAGAFLOW_KAFKA_TOPIC": s.kafka_topic,
@@ -322,6 +342,11 @@ async def bench_lag(store: PostgresEventStore, settings: Settings, seconds: floa
         "SAGAFLOW_RELAY_POLL_INTERVAL_S": "0.005",
         "SAGAFLOW_PROJECTOR_POLL_INTERVAL_S": "0.01",
     }
+    # only the brokers this run started ("None" would be refused by the settings)
+    if s.kafka_bootstrap:
+        env["SAGAFLOW_KAFKA_BOOTSTRAP"] = str(s.kafka_bootstrap)
+    if s.rabbitmq_url:
+        env["SAGAFLOW_RABBITMQ_URL"] = str(s.rabbitmq_url)
     procs = [
         await asyncio.create_subprocess_exec(
             sys.executable,
@@ -441,12 +466,14 @@ async def main(quick: bool, transports: list[str]) -> dict[str, Any]:
 async def _measure(
     store: PostgresEventStore, settings: Settings, repeats: int, lag_seconds: float
 ) -> dict[str, Any]:
-    feed = await store.read_feed(limit=1_000_000)
+    feed = await store.read_feed_encoded(limit=1_000_000)
     total = len(feed)
     kind = settings.transport_kind
     print(f"{total} events in the store", flush=True)
     payloads = [encode_record(e) for e in feed] if kind is Transport.KAFKA else []
     runs: dict[str, list[float]] = {"publisher": [], "relay": [], "consumer": [], "projector": []}
+    cpu: dict[str, list[float]] = {"relay": [], "projector": []}
+    loads: list[float] = []
     if kind is Transport.EMBEDDED:
         del runs["publisher"], runs["relay"]
     for i in range(repeats):
@@ -465,19 +492,28 @@ async def _measure(
             runs["relay"].append(await bench_relay(store, s, total))
             runs["consumer"].append(await bench_consumer(s, total))
         elif kind is Transport.RABBITMQ:
-            # the bare consumer reads its own copy: its group's queues exist before the
-            # relay publishes (the relay declares the projector group's itself)
-            connection = await connect_rabbitmq(s)
-            await declare_group(await connection.channel(), s, bare)
+            # the bare publisher fills a group of its own on an exchange of its own (the
+            # relay declares the projector group's itself); the bare consumer reads it
+            bare_s = s.model_copy(update={"rabbitmq_exchange": bare})
+            connection = await connect_rabbitmq(bare_s)
+            await declare_group(await connection.channel(), bare_s, bare)
             await connection.close()
-            runs["publisher"].append(await bench_rabbit_publisher(s, feed))
+            runs["publisher"].append(await bench_rabbit_publisher(bare_s, feed))
             runs["relay"].append(await bench_relay(store, s, total))
-            runs["consumer"].append(await bench_rabbit_consumer(s, bare, total))
+            runs["consumer"].append(await bench_rabbit_consumer(bare_s, bare, total))
         else:
             runs["consumer"].append(await bench_feed_reader(store, s, total))
         runs["projector"].append(await bench_projector(store, s, total, group))
+        for name in cpu:
+            if name in runs:
+                cpu[name].append(CPU_MS[name])
+        loads.append(os.getloadavg()[0])
         print(
-            f"repeat {i + 1}: " + ", ".join(f"{k} {v[-1]:,.0f} ev/s" for k, v in runs.items()),
+            f"repeat {i + 1}: "
+            + ", ".join(f"{k} {v[-1]:,.0f} ev/s" for k, v in runs.items())
+            + "; CPU ms/1k: "
+            + ", ".join(f"{k} {v[-1]:.0f}" for k, v in cpu.items() if v)
+            + f"; load {loads[-1]:.2f}",
             flush=True,
         )
     p50s, p99s = [], []
@@ -487,7 +523,7 @@ async def _measure(
         p99s.append(percentile(sample, 0.99))
         print(
             f"lag repeat {i + 1}: {len(sample)} events at {LAG_RATE}/s, "
-            f"p50 {p50s[-1]:.1f} ms, p99 {p99s[-1]:.1f} ms",
+            f"p50 {p50s[-1]:.1f} ms, p99 {p99s[-1]:.1f} ms; load {os.getloadavg()[0]:.2f}",
             flush=True,
         )
     stats = {k: spread(v) for k, v in runs.items()}
@@ -502,6 +538,12 @@ async def _measure(
     for name, st in stats.items():
         out[f"{name}.events_per_s"] = round(st["median"])
         out[f"{name}.spread"] = round(st["spread"], 3)
+    for name, values in cpu.items():
+        if values:
+            out[f"{name}.cpu_ms_per_1k"] = round(statistics.median(values), 1)
+            print(f"{name} CPU ms per 1,000 events: median {statistics.median(values):.0f} "
+                  f"({min(values):.0f}-{max(values):.0f})")  # fmt: skip
+    out["load_avg_1m"] = round(statistics.median(loads), 2)
     if "relay" in stats:
         ratio = stats["relay"]["median"] / stats["publisher"]["median"]
         out["relay.ratio_to_publisher"] = round(ratio, 3)

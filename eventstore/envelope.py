@@ -125,7 +125,10 @@ class FeedCursor:
     def decode(cls, token: str) -> FeedCursor:
         """Parse ``encode``'s output; raises ValueError on anything else."""
         parts = token.split(".")
-        if len(parts) != 3 or not all(p.isdigit() for p in parts):
+        # Why no generator here: the projector decodes one cursor per message it reads
+        if len(parts) != 3 or not (parts[0].isdigit() and parts[1].isdigit()):
+            raise ValueError(f"{token!r} is not a feed cursor (epoch.tx.position)")
+        if not parts[2].isdigit():
             raise ValueError(f"{token!r} is not a feed cursor (epoch.tx.position)")
         return cls(int(parts[0]), int(parts[1]), int(parts[2]))
 
@@ -192,3 +195,49 @@ class AppendResult:
     last_version: int
     global_positions: tuple[int, ...]
     duplicate: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class EncodedEvent:
+    """A stored event with its envelope already rendered as JSON bytes (what the relay sends).
+
+    The fields beside ``body`` are the envelope's scalars (routing keys and headers are
+    built from them without parsing the body); ``recorded_at`` is the ISO 8601 text
+    the body holds. ``PostgresEventStore.read_feed_encoded`` renders the body in SQL;
+    ``of`` renders it from a ``RecordedEvent`` (same fields, same meaning).
+    """
+
+    cursor: FeedCursor
+    event_id: str
+    event_type: str
+    schema_version: int
+    stream_id: str
+    stream_type: str
+    version: int
+    recorded_at: str
+    metadata: dict[str, Any]
+    body: bytes
+
+    @property
+    def global_position(self) -> int:
+        """The event's global position (the cursor's last part)."""
+        return self.cursor.position
+
+    @classmethod
+    def of(cls, recorded: RecordedEvent) -> EncodedEvent:
+        """The encoded form of ``recorded`` (``RecordedEvent.envelope`` as compact JSON)."""
+        import json
+
+        envelope = recorded.envelope()
+        return cls(
+            cursor=recorded.cursor,
+            event_id=envelope["event_id"],
+            event_type=recorded.event_type,
+            schema_version=recorded.schema_version,
+            stream_id=recorded.stream_id,
+            stream_type=recorded.stream_type,
+            version=recorded.version,
+            recorded_at=envelope["recorded_at"],
+            metadata=recorded.metadata,
+            body=json.dumps(envelope, separators=(",", ":")).encode(),
+        )

@@ -27,6 +27,7 @@ from eventstore.envelope import (
     AppendResult,
     ConcurrencyError,
     DuplicateEventConflict,
+    EncodedEvent,
     FeedCursor,
     NewEvent,
     RecordedEvent,
@@ -52,6 +53,45 @@ WHERE (epoch, tx_id, global_position) > (%s, %s::text::xid8, %s)
 ORDER BY epoch, tx_id, global_position
 LIMIT %s
 """
+
+# The envelope of RecordedEvent.envelope(), rendered by PostgreSQL for the relay. Why
+# in SQL: parsing ``data`` into Python objects only to serialise them again was most
+# of the relay's CPU. json_build_object (not jsonb) keeps the envelope's key order;
+# ``recorded_at`` is rendered once, in UTC with microseconds, for body and headers.
+_READ_FEED_ENCODED = """
+SELECT e.epoch, e.tx_id::text::bigint, e.global_position, e.event_id::text, e.event_type,
+       e.schema_version, e.stream_id, e.stream_type, e.version, t.at, e.metadata,
+       json_build_object(
+           'event_id', e.event_id, 'event_type', e.event_type,
+           'schema_version', e.schema_version, 'stream_id', e.stream_id,
+           'stream_type', e.stream_type, 'version', e.version,
+           'global_position', e.global_position, 'recorded_at', t.at, 'data', e.data,
+           'metadata', e.metadata,
+           'cursor', e.epoch || '.' || e.tx_id::text || '.' || e.global_position
+       )::text
+FROM events e,
+     LATERAL (SELECT to_char(e.recorded_at AT TIME ZONE 'UTC',
+                             'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"') AS at) t
+WHERE (e.epoch, e.tx_id, e.global_position) > (%s, %s::text::xid8, %s)
+  AND (e.epoch < %s OR e.tx_id < pg_snapshot_xmin(pg_current_snapshot()))
+ORDER BY e.epoch, e.tx_id, e.global_position
+LIMIT %s
+"""
+
+
+def _encoded(row: tuple[Any, ...]) -> EncodedEvent:
+    return EncodedEvent(
+        cursor=FeedCursor(row[0], row[1], row[2]),
+        event_id=row[3],
+        event_type=row[4],
+        schema_version=row[5],
+        stream_id=row[6],
+        stream_type=row[7],
+        version=row[8],
+        recorded_at=row[9],
+        metadata=row[10],
+        body=row[11].encode(),
+    )
 
 
 def _dumps(obj: Any) -> str:
@@ -262,6 +302,19 @@ class PostgresEventStore(EventStore):
                 _READ_FEED, (after.epoch, after.tx_id, after.position, self.epoch, limit)
             )
             return [_recorded(row) for row in await cur.fetchall()]
+
+    async def read_feed_encoded(
+        self, after: FeedCursor = START, limit: int = 500
+    ) -> list[EncodedEvent]:
+        """``read_feed`` with each envelope rendered as JSON by PostgreSQL (the relay's read).
+
+        Same rows, order and horizon as ``read_feed``.
+        """
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(
+                _READ_FEED_ENCODED, (after.epoch, after.tx_id, after.position, self.epoch, limit)
+            )
+            return [_encoded(row) for row in await cur.fetchall()]
 
     async def feed_status(self) -> FeedStatus:
         async with self.pool.connection() as conn:

@@ -36,9 +36,8 @@ class DeadLetterInfo:
 
     id: int
     consumer: str
-    topic: str
-    partition: int
-    offset: int
+    #: where the transport delivered it from (``Position.token()``)
+    position: str
     stream_id: str | None
     event_id: str | None
     version: int | None
@@ -70,7 +69,7 @@ async def list_dead_letters(
         cur = conn.cursor(row_factory=dict_row)
         await cur.execute(
             """
-            SELECT d.id, d.consumer, d.topic, d.partition, d."offset", d.stream_id,
+            SELECT d.id, d.consumer, d.position, d.stream_id,
                    d.event_id::text AS event_id, d.version, d.handler, d.error, d.attempts,
                    d.status, d.created_at, d.resolved_at,
                    (SELECT count(*) FROM parked_messages p
@@ -218,7 +217,7 @@ async def release_parked(
 
 def _message(row: dict[str, Any]) -> Message:
     return Message(
-        position=Position(row["topic"], row["partition"], row["offset"]),
+        position=Position.parse(row["position"]),
         stream_id=row["stream_id"],
         payload=bytes(row["payload"]),
     )

@@ -124,13 +124,6 @@ _NOT_FOLLOWED: Any = object()
 """Stands for the event of a stream no projection of this process follows."""
 
 
-def _recorded_type(message: Message) -> str | None:
-    try:
-        return _envelope(message).stream_type
-    except BadMessage:
-        return None  # decode_message reports it
-
-
 def decode_message(message: Message, upcasters: Upcasters) -> Pair:
     """The envelope and domain event of a message; BadMessage says why not."""
     recorded = _envelope(message)
@@ -177,8 +170,15 @@ async def apply_events(
     stats: Stats | None = None,
     heal: Heal | None = None,
     upcasters: Upcasters | None = None,
+    blame: bool = True,
 ) -> None:
     """Apply ``pairs`` to every projection that follows their streams, exactly once.
+
+    ``blame``: wait for each projection's statements before the next projection runs,
+    so a failing statement is reported under its projection's name. Without it (a
+    pipelined batch of many messages) a failure may surface later, under another
+    name or none; the caller then splits the batch, and the message that fails
+    alone is retried with ``blame`` on.
 
     Per projection and stream, an event is applied only when its version is the next
     one after the stored watermark. A version at or below it is a duplicate. A
@@ -230,7 +230,14 @@ async def apply_events(
         if not accepted:
             continue
         try:
-            await projection.apply(conn, table_map, accepted)
+            # Why a (nested) pipeline block per projection when blaming: its exit
+            # waits for every statement the handler queued, so a failing one is
+            # reported with this projection's name, not the next one's.
+            if blame:
+                async with conn.pipeline():
+                    await projection.apply(conn, table_map, accepted)
+            else:
+                await projection.apply(conn, table_map, accepted)
         except psycopg.OperationalError:
             raise  # the database went away: not the handler's fault, not a dead letter
         except Exception as exc:
@@ -308,35 +315,31 @@ async def open_streams(conn: Conn, consumer: str, streams: list[str]) -> dict[st
 
 async def park(conn: Conn, consumer: str, stream_id: str, message: Message) -> None:
     """Hold a message back until its stream's dead letter (or retry) is resolved."""
-    pos = message.position
     await conn.execute(
-        'INSERT INTO parked_messages (consumer, stream_id, topic, partition, "offset", payload)'
-        " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
-        (consumer, stream_id, pos.source, pos.lane, pos.ordinal, message.body()),
+        "INSERT INTO parked_messages (consumer, stream_id, position, payload)"
+        " VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING",
+        (consumer, stream_id, message.position.token(), message.body()),
     )
 
 
 async def store_dead_letter(conn: Conn, letter: DeadLetter) -> None:
     """Record a dead letter (idempotent on its source position)."""
     msg = letter.message
-    pos = msg.position
     await conn.execute(
         """
-        INSERT INTO dead_letters (consumer, topic, partition, "offset", stream_id, event_id,
+        INSERT INTO dead_letters (consumer, position, stream_id, event_id,
                                   version, payload, headers, handler, error, attempts)
-        VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
-        ON CONFLICT (consumer, topic, partition, "offset") DO NOTHING
+        VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+        ON CONFLICT (consumer, position) DO NOTHING
         """,
         (
             letter.consumer,
-            pos.source,
-            pos.lane,
-            pos.ordinal,
+            msg.position.token(),
             letter.stream_id,
             letter.event_id,
             letter.version,
             msg.body(),
-            Jsonb([[k, v.decode(errors="replace")] for k, v in msg.headers]),
+            Jsonb([[k, v.decode(errors="replace")] for k, v in msg.header_pairs()]),
             letter.handler,
             letter.error,
             letter.attempts,
@@ -396,6 +399,14 @@ class Projector:
         self.heal = heal
         self.stats = Stats()
         self.lock_key = consumer_lock_key(consumer)
+        #: the stream types some projection of this process follows
+        self.followed = frozenset(t for p in self.projections for t in p.stream_types)
+
+    def _decode(self, recorded: RecordedEvent) -> Any:
+        try:
+            return self.upcasters.decode(recorded)
+        except EventStoreError as exc:  # UnreadableEvent: unknown type, no upcaster, corrupt
+            raise BadMessage("decode", str(exc)) from None
 
     async def process(self, messages: Sequence[Message], checkpoint: Checkpoint) -> None:
         """Apply a batch with its checkpoint, exactly once.
@@ -411,26 +422,49 @@ class Projector:
             return
         try:
             await self._transaction(messages, checkpoint)
+        except psycopg.OperationalError:
+            raise
+        except psycopg.Error as exc:
+            # Why split on any statement error of a batch: pipelined without blame, a
+            # handler's failing statement may surface after its handler returned
+            # (at another's, or at the commit); alone, it is blamed and dead-lettered.
+            if len(messages) == 1 and not isinstance(exc, _FAILURES):
+                raise
+            await self._split(messages, checkpoint, exc)
         except _FAILURES as exc:
-            if len(messages) == 1:
-                await self._retry_one(messages[0], checkpoint, exc)
-                return
-            middle = len(messages) // 2
-            await self.process(messages[:middle], checkpoint)
-            await self.process(messages[middle:], checkpoint)
+            await self._split(messages, checkpoint, exc)
+
+    async def _split(
+        self, messages: Sequence[Message], checkpoint: Checkpoint, exc: Exception
+    ) -> None:
+        """Halve a failed batch, or retry and dead-letter the message that failed alone."""
+        if len(messages) == 1:
+            await self._retry_one(messages[0], checkpoint, exc)
+            return
+        middle = len(messages) // 2
+        await self.process(messages[:middle], checkpoint)
+        await self.process(messages[middle:], checkpoint)
 
     async def _transaction(self, messages: Sequence[Message], checkpoint: Checkpoint) -> None:
         # Why envelopes only for streams no projection follows: their event classes
         # may live in modules this process never imports (a team's own saga type);
         # decoding them would dead-letter events nothing here needs.
-        followed = frozenset(t for p in self.projections for t in p.stream_types)
-        pairs_by_message = [
-            decode_message(m, self.upcasters)
-            if _recorded_type(m) in followed
-            else (_envelope(m), _NOT_FOLLOWED)
-            for m in messages
-        ]
-        async with self.pool.connection() as conn, conn.transaction():
+        followed = self.followed
+        pairs_by_message: list[tuple[RecordedEvent, Any]] = []
+        for m in messages:
+            recorded = _envelope(m)  # parsed once: it is most of a message's cost
+            pairs_by_message.append(
+                (recorded, self._decode(recorded))
+                if recorded.stream_type in followed
+                else (recorded, _NOT_FOLLOWED)
+            )
+        # Why pipeline mode: statements whose results nobody reads (the lock, parking,
+        # upserts, watermarks, the checkpoint) are sent without waiting for each reply,
+        # so a batch costs a few round trips instead of one per statement. That keeps
+        # the transaction short, and an open transaction holding a transaction id holds
+        # back the event feed for the relay (the feed is read below the oldest one).
+        # The server still runs the statements in order, each after the one before.
+        async with self.pool.connection() as conn, conn.pipeline(), conn.transaction():
             # Why shared: batches of different partitions run side by side; replay and
             # skip take this lock exclusively so no message is parked behind their back.
             await conn.execute("SELECT pg_advisory_xact_lock_shared(%s)", (self.lock_key,))
@@ -455,6 +489,9 @@ class Projector:
                 stats=self.stats,
                 heal=self.heal,
                 upcasters=self.upcasters,
+                # one round trip less per read model; a batch that fails is split,
+                # and a message failing alone is retried with the blame exact
+                blame=len(messages) == 1,
             )
             for stream in retried:
                 await self._release_hold(conn, stream)

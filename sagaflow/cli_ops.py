@@ -220,12 +220,12 @@ def dead_letters_list(
     from application import operations
 
     letters = _run(lambda ctx: operations.dead_letters(ctx, None if all_ else "open"))
-    table = Table("id", "status", "source", "stream", "handler", "attempts", "parked", "error")
+    table = Table("id", "status", "position", "stream", "handler", "attempts", "parked", "error")
     for d in letters:
         table.add_row(
             str(d["id"]),
             d["status"],
-            f"{d['topic']}[{d['partition']}]@{d['offset']}",
+            d["position"],
             f"{d['stream_id']} v{d['version']}",
             d["handler"],
             str(d["attempts"]),

@@ -13,7 +13,6 @@ of truth, a new read model bootstraps from it, and a version gap is healed from 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import Awaitable, Coroutine, Sequence
 from datetime import datetime
@@ -22,9 +21,10 @@ from typing import Any, cast
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.partitioner import DefaultPartitioner
 from psycopg_pool import AsyncConnectionPool
 
-from eventstore.envelope import RecordedEvent
+from eventstore.envelope import EncodedEvent, RecordedEvent
 from sagaflow.clients import kafka_client_options
 from sagaflow.settings import Settings
 from streaming.transport import Backlog, Batch, Deliver, Message, Position, Publisher, Subscriber
@@ -62,15 +62,34 @@ def consumer_client(settings: Settings, **overrides: Any) -> AIOKafkaConsumer:
     return AIOKafkaConsumer(**kafka_client_options(settings, **overrides))
 
 
-def encode_record(recorded: RecordedEvent) -> tuple[bytes, bytes, list[tuple[str, bytes]]]:
-    """Key, value and headers of one event on the wire."""
-    envelope = recorded.envelope()
-    value = json.dumps(envelope, separators=(",", ":")).encode()
-    headers = [(name, str(envelope[name]).encode()) for name in HEADER_FIELDS]
-    for name, meta in (recorded.metadata or {}).items():
+def header_values(event: EncodedEvent) -> list[tuple[str, str]]:
+    """The envelope's scalar fields (HEADER_FIELDS order), then ``meta.<name>`` for each
+    metadata value that is set: the headers of both brokers."""
+    values = [
+        ("event_id", event.event_id),
+        ("event_type", event.event_type),
+        ("schema_version", str(event.schema_version)),
+        ("stream_id", event.stream_id),
+        ("stream_type", event.stream_type),
+        ("version", str(event.version)),
+        ("global_position", str(event.cursor.position)),
+        ("recorded_at", event.recorded_at),
+        ("cursor", event.cursor.encode()),
+    ]
+    for name, meta in (event.metadata or {}).items():
         if meta is not None:
-            headers.append((f"meta.{name}", str(meta).encode()))
-    return recorded.stream_id.encode(), value, headers
+            values.append((f"meta.{name}", str(meta)))
+    return values
+
+
+def encode_record(
+    event: EncodedEvent | RecordedEvent,
+) -> tuple[bytes, bytes, list[tuple[str, bytes]]]:
+    """Key, value and headers of one event on the wire."""
+    if isinstance(event, RecordedEvent):
+        event = EncodedEvent.of(event)
+    headers = [(name, value.encode()) for name, value in header_values(event)]
+    return event.stream_id.encode(), event.body, headers
 
 
 def idempotent_producer(settings: Settings, **overrides: Any) -> AIOKafkaProducer:
@@ -196,11 +215,17 @@ async def run_until_stopped(
 class KafkaPublisher(Publisher):
     """The relay's side: the idempotent producer, keyed by stream id."""
 
+    #: streams whose partition is remembered before the memo is cleared
+    MEMO_LIMIT = 100_000
+
     def __init__(self, settings: Settings) -> None:
         kafka_client_options(settings)  # one clear line when no broker is configured
         self.settings = settings
         self.topic = settings.kafka_topic
         self.producer: AIOKafkaProducer | None = None
+        self._partitioner = DefaultPartitioner()
+        self._partitions: list[int] = []
+        self._partition_of: dict[str, int] = {}
 
     async def start(self) -> None:
         """Create the topic if needed, then connect the producer."""
@@ -214,25 +239,64 @@ class KafkaPublisher(Publisher):
             producer, self.producer = self.producer, None
             await producer.stop()
 
-    async def publish(self, batch: Sequence[RecordedEvent]) -> None:
+    async def publish(self, batch: Sequence[EncodedEvent]) -> None:
         """Send every event, then wait for every acknowledgement (acks=all)."""
         await (await self.send(batch))
 
-    async def send(self, batch: Sequence[RecordedEvent]) -> Awaitable[None]:
-        """Queue every event in the producer (in order); the result awaits their acks.
+    async def send(self, batch: Sequence[EncodedEvent]) -> Awaitable[None]:
+        """Queue the events as one record batch per partition (in order); the result
+        awaits the broker's acknowledgement of all of them.
 
-        Why order holds across batches: ``producer.send`` appends to the partition's
-        accumulator when called, and the idempotent producer never reorders a
-        partition's batches on retry.
+        Why record batches: ``producer.send`` costs a future, a partitioner call and an
+        accumulator lookup per event; a batch builder per partition costs one append.
+        Why order holds: a partition's batches are queued in the order built, each one
+        only after the previous one of that partition was drained to the broker, and
+        the idempotent producer never reorders a partition's batches on retry.
+        """
+        producer = self.producer
+        assert producer is not None
+        builders: dict[int, Any] = {}
+        sent: list[asyncio.Future[Any]] = []
+        partition_of = await self._partition_memo()
+        for event in batch:
+            key = event.stream_id.encode()
+            partition = partition_of.get(event.stream_id)
+            if partition is None:
+                partition = self._partitioner(key, self._partitions, self._partitions)
+                partition_of[event.stream_id] = partition
+            headers = [(name, value.encode()) for name, value in header_values(event)]
+            builder = builders.get(partition)
+            if builder is None:
+                builder = builders[partition] = producer.create_batch()
+            if builder.append(timestamp=None, key=key, value=event.body, headers=headers) is None:
+                # full (max_batch_size): queue it and go on with a fresh one
+                sent.append(await producer.send_batch(builder, self.topic, partition=partition))
+                builder = builders[partition] = producer.create_batch()
+                if (
+                    builder.append(timestamp=None, key=key, value=event.body, headers=headers)
+                    is None
+                ):
+                    raise ValueError(
+                        f"event {event.event_id} ({len(event.body)} bytes) does not fit in "
+                        "one Kafka record batch"
+                    )
+        for partition, builder in builders.items():
+            sent.append(await producer.send_batch(builder, self.topic, partition=partition))
+        return cast("Awaitable[None]", asyncio.gather(*sent))
+
+    async def _partition_memo(self) -> dict[str, int]:
+        """stream id → partition, as the producer's default partitioner picks it.
+
+        Why the producer's partitioner: a stream's earlier events were keyed into a
+        partition by it (murmur2 of the key over the sorted partition ids); its later
+        events must land in the same one. Cleared when the partitions change.
         """
         assert self.producer is not None
-        futures = []
-        for recorded in batch:
-            key, value, headers = encode_record(recorded)
-            futures.append(
-                await self.producer.send(self.topic, value=value, key=key, headers=headers)
-            )
-        return cast("Awaitable[None]", asyncio.gather(*futures))
+        partitions = sorted(await self.producer.partitions_for(self.topic))
+        if partitions != self._partitions or len(self._partition_of) > self.MEMO_LIMIT:
+            self._partitions = partitions
+            self._partition_of = {}
+        return self._partition_of
 
 
 def kafka_checkpoint(consumer: str):  # type: ignore[no-untyped-def]
@@ -322,7 +386,7 @@ class KafkaSubscriber(Subscriber):
             self.settings.kafka_dead_letter_topic,
             value=message.body(),
             key=message.stream_id.encode() if message.stream_id else None,
-            headers=[*message.headers, *((k, v.encode()) for k, v in extra.items())],
+            headers=[*message.header_pairs(), *((k, v.encode()) for k, v in extra.items())],
         )
 
     async def replays_from_start(self) -> bool:

@@ -25,7 +25,7 @@ from aiokafka.errors import KafkaError
 from psycopg_pool import AsyncConnectionPool
 
 from eventstore.base import EventStore
-from eventstore.envelope import START, FeedCursor, RecordedEvent
+from eventstore.envelope import START, EncodedEvent, FeedCursor
 from eventstore.postgres import PostgresEventStore
 from sagaflow.settings import Settings
 from streaming.kafka import quiet_kafka_logs, run_until_stopped
@@ -34,7 +34,7 @@ from streaming.transport import Publisher, make_publisher, why_refused
 log = logging.getLogger("sagaflow.relay")
 
 #: called after a batch is confirmed and before its checkpoint (tests inject faults here)
-AfterPublish = Callable[[Sequence[RecordedEvent]], Awaitable[None]]
+AfterPublish = Callable[[Sequence[EncodedEvent]], Awaitable[None]]
 
 
 @dataclass(frozen=True)
@@ -168,14 +168,16 @@ class Relay:
         # Batches sent and not yet confirmed, oldest first. Why at most two: reading and
         # sending the next batch while the broker acknowledges this one hides a round
         # trip; more would only grow what a crash makes us re-send.
-        inflight: collections.deque[tuple[list[RecordedEvent], Awaitable[None]]] = (
+        inflight: collections.deque[tuple[list[EncodedEvent], Awaitable[None]]] = (
             collections.deque()
         )
         read_to = self.cursor
         try:
             await publisher.start()
             while not stop.is_set():
-                batch = await self.store.read_feed(read_to, s.relay_batch_size)
+                # Why encoded by the store: the envelope is built once, in SQL, and
+                # sent as it comes (no parse of ``data`` and no re-encoding here).
+                batch = await self.store.read_feed_encoded(read_to, s.relay_batch_size)
                 if batch:
                     inflight.append((batch, await publisher.send(batch)))
                     read_to = batch[-1].cursor
@@ -189,7 +191,7 @@ class Relay:
         finally:
             await publisher.close()
 
-    async def _confirm(self, batch: list[RecordedEvent], confirmed: Awaitable[None]) -> None:
+    async def _confirm(self, batch: list[EncodedEvent], confirmed: Awaitable[None]) -> None:
         # Why wait for every confirmation before the checkpoint: the checkpoint is the
         # promise that everything before it is in the broker. Batches are confirmed
         # and checkpointed in the order they were sent.

@@ -3,7 +3,8 @@
 Two roles, three implementations (``streaming.kafka``, ``streaming.rabbitmq``,
 ``streaming.embedded``), chosen by ``SAGAFLOW_TRANSPORT``:
 
-* a **Publisher** sends a batch of stored events and returns only when the broker
+* a **Publisher** sends a batch of stored events (``EncodedEvent``: the envelope
+  already rendered as JSON by the store) and returns only when the broker
   confirmed every one of them (the relay advances its checkpoint after that);
 * a **Subscriber** delivers batches of ``Message`` objects, each with an opaque
   ``Position``. Where the position lives in PostgreSQL (Kafka offsets, the feed
@@ -19,12 +20,12 @@ from __future__ import annotations
 import asyncio
 import json
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from eventstore.envelope import RecordedEvent
+from eventstore.envelope import EncodedEvent, RecordedEvent
 
 if TYPE_CHECKING:
     from psycopg import AsyncConnection
@@ -49,8 +50,25 @@ class Position:
     ordinal: int
 
     def token(self) -> str:
-        """The position as one string (logs, the API)."""
+        """The position as one string: ``<source>/<lane>@<ordinal>`` (logs, dead
+        letters and parked messages, the API)."""
         return f"{self.source}/{self.lane}@{self.ordinal}"
+
+    @classmethod
+    def parse(cls, token: str) -> Position:
+        """Inverse of ``token``; ValueError on anything else.
+
+        Why split at the last ``@`` and the last ``/``: a source (a queue name) may
+        hold either character; the lane and ordinal are integers.
+        """
+        rest, at, ordinal = token.rpartition("@")
+        source, slash, lane = rest.rpartition("/")
+        try:
+            if not (at and slash):
+                raise ValueError
+            return cls(source, int(lane), int(ordinal))
+        except ValueError:
+            raise ValueError(f"{token!r} is not a position token (source/lane@ordinal)") from None
 
 
 @dataclass(frozen=True)
@@ -68,6 +86,22 @@ class Message:
     recorded: RecordedEvent | None = None
     headers: tuple[tuple[str, bytes], ...] = ()
     attempt: int = 1
+    #: the AMQP headers as delivered (RabbitMQ), flattened only when asked for
+    amqp_headers: Mapping[str, Any] | None = None
+
+    def header_pairs(self) -> tuple[tuple[str, bytes], ...]:
+        """The headers as (name, bytes) pairs; a RabbitMQ message's without ``x-*``.
+
+        Why on demand: only dead letters and retries need them, and flattening a
+        dozen headers per delivery was a visible share of the projector's CPU.
+        """
+        if self.amqp_headers is None:
+            return self.headers
+        return tuple(
+            (str(k), str(v).encode())
+            for k, v in self.amqp_headers.items()
+            if not str(k).startswith("x-")
+        )
 
     def body(self) -> bytes:
         """The envelope bytes (rendered from ``recorded`` when the source gave none)."""
@@ -118,10 +152,10 @@ class Publisher(ABC):
         """Disconnect; safe to call twice."""
 
     @abstractmethod
-    async def publish(self, batch: Sequence[RecordedEvent]) -> None:
+    async def publish(self, batch: Sequence[EncodedEvent]) -> None:
         """Send ``batch`` in order; return only when the broker confirmed all of it."""
 
-    async def send(self, batch: Sequence[RecordedEvent]) -> Awaitable[None]:
+    async def send(self, batch: Sequence[EncodedEvent]) -> Awaitable[None]:
         """Start sending ``batch`` after everything sent before; await the result for
         the broker's confirmation of all of it.
 

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Path, Query
 
 from api.deps import Admin, Reader
 from api.errors import PROBLEM_RESPONSES
-from api.models import ResolutionOut
+from api.models import DeadLetterOut, ResolutionOut
 from application import operations
 
 router = APIRouter(responses=PROBLEM_RESPONSES)
@@ -44,7 +44,7 @@ async def saga_outcomes(c: Reader) -> list[dict[str, Any]]:
 DeadLetterId = Annotated[int, Path(ge=1, le=2**62)]
 
 
-@router.get("/dead-letters", tags=["dead letters"])
+@router.get("/dead-letters", tags=["dead letters"], response_model=list[DeadLetterOut])
 async def dead_letters(
     c: Reader,
     status: Annotated[str | None, Query(pattern="^(open|replayed|skipped)$")] = "open",

@@ -12,14 +12,14 @@ import logging
 import os
 from collections.abc import Sequence
 
-from eventstore.envelope import RecordedEvent
+from eventstore.envelope import EncodedEvent
 from sagaflow.settings import load_settings
 from streaming.relay import run_relay
 
 FAULT_EXIT_STATUS = 86
 
 
-async def _die(batch: Sequence[RecordedEvent]) -> None:
+async def _die(batch: Sequence[EncodedEvent]) -> None:
     logging.getLogger("sagaflow.relay").error("fault point after publish, before checkpoint")
     os._exit(FAULT_EXIT_STATUS)
 

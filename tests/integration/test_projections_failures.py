@@ -21,6 +21,7 @@ from projections.verify import verify_against_rebuild
 from sagaflow.settings import Settings
 from streaming.kafka import read_topic
 from streaming.relay import run_relay
+from streaming.transport import Position
 from tests.integration.streaming_support import (
     BROKERS,
     SKUS,
@@ -118,17 +119,19 @@ async def test_one_poison_event_among_thousands_is_dead_lettered_and_its_stream_
     assert letter.attempts == s.projector_retry_attempts
     assert "probe refuses order-p-17" in letter.error
     assert letter.parked >= 1, "the stream's later events are held back"
+    position = Position.parse(letter.position)
     if s.kafka_mode:
-        assert letter.topic == s.kafka_topic and letter.offset >= 0
+        assert position.source == s.kafka_topic and position.ordinal >= 0
         (dlt,) = await read_topic(s, s.kafka_dead_letter_topic)
         headers = {k: v.decode() for k, v in dlt.headers}
-        assert headers["dlt.offset"] == str(letter.offset)
+        assert headers["dlt.offset"] == str(position.ordinal)
     else:
         # retried through the TTL queues (attempts counted from x-death), then the DLX
-        assert letter.topic.startswith(f"{s.rabbitmq_exchange}.{s.projector_group}.")
-        assert letter.offset > 0, "keyed by the event's global position"
+        assert position.source.startswith(f"{s.rabbitmq_exchange}.{s.projector_group}.")
+        assert position.ordinal > 0, "keyed by the event's global position"
         (copy,) = await drain_queue(s, f"{s.rabbitmq_exchange}.dlx.{s.projector_group}")
         headers = {k: str(v) for k, v in copy.headers.items()}
+    assert headers["dlt.position"] == letter.position
     assert headers["dlt.handler"] == "poison_probe"
     assert headers["dlt.attempts"] == str(s.projector_retry_attempts)
 

@@ -210,6 +210,9 @@ def with_local_addresses(settings: Settings) -> Settings:
         updates["database_url"] = running["postgres"].addresses["url"]
     if not settings.temporal_address and "temporal" in running:
         updates["temporal_address"] = running["temporal"].addresses["address"]
+    temporal = running.get("temporal")
+    if not settings.temporal_ui_url and temporal and "ui" in temporal.addresses:
+        updates["temporal_ui_url"] = temporal.addresses["ui"]
     if not settings.kafka_bootstrap and "kafka" in running:
         updates["kafka_bootstrap"] = running["kafka"].addresses["bootstrap"]
     if not settings.rabbitmq_url and "rabbitmq" in running:

@@ -6,6 +6,8 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from projections.queries import OrderSummary
+
 NO_NUL = r"^[^\x00]*$"
 """Free text may not hold NUL: PostgreSQL's text and jsonb cannot store it (422, not 500)."""
 
@@ -40,12 +42,33 @@ class OrderAccepted(BaseModel):
     location: str
 
 
-class PendingOrder(BaseModel):
-    """An accepted order whose saga has not created the order yet."""
+class OrderOutcome(BaseModel):
+    """Why an order did not go through, and what was undone (absent while it goes well)."""
+
+    outcome: str | None = Field(
+        default=None,
+        description="rejected (refused before the order was created: stock, payment), "
+        "cancelled (by request), compensated (a failure after it was created), "
+        "compensating or compensation_parked (still undoing)",
+    )
+    failure: str | None = Field(
+        default=None, description="why, e.g. 'insufficient stock: requested 50, available 3'"
+    )
+    undone: list[str] = Field(default=[], description="the steps compensated, in order")
+    parked_steps: list[str] = Field(default=[], description="compensations waiting for people")
+
+
+class PendingOrder(OrderOutcome):
+    """An accepted order whose saga has not created the order: ``pending`` while it
+    runs, ``rejected`` once it failed (the outcome fields say why)."""
 
     order_id: str
-    status: str = "pending"
+    status: str = Field(default="pending", pattern="^(pending|rejected)$")
     saga_status: str
+
+
+class OrderSummaryOut(OrderSummary, OrderOutcome):
+    """The order summary; a cancelled order also says why and what was undone."""
 
 
 class ShipIn(_Input):

@@ -21,7 +21,7 @@ from typing import Any
 
 from eventstore import START, FeedCursor, RecordedEvent
 from eventstore.postgres import PostgresEventStore
-from projections import queries
+from projections.handlers import default_projections
 
 log = logging.getLogger("sagaflow.console")
 
@@ -29,6 +29,11 @@ PROJECTION_WAIT_S = 2.0
 QUEUE_SIZE = 64
 LAG_SAMPLE_EVERY_S = 5.0
 LAG_SAMPLES = 120
+
+_APPLIED = """
+SELECT stream_id, max(version) FROM projection_watermarks
+WHERE stream_id = ANY(%s) GROUP BY stream_id
+"""
 
 _HEAD = """
 SELECT epoch, tx_id::text, global_position FROM events
@@ -42,6 +47,8 @@ class LiveHub:
 
     def __init__(self, store: PostgresEventStore, lag_probe: Any = None) -> None:
         self.store = store
+        self.projected = frozenset().union(*(p.stream_types for p in default_projections()))
+        """Stream types some read model projects (the ones worth waiting for)."""
         self.lag_probe = lag_probe
         """An async callable returning the current lags (sampled for the charts)."""
         self.lag_history: deque[tuple[float, dict[str, float]]] = deque(maxlen=LAG_SAMPLES)
@@ -125,7 +132,7 @@ class LiveHub:
             batch = await self.store.read_feed(cursor, 500)
             if batch:
                 cursor = batch[-1].cursor
-                await self._await_projection(batch[-1])
+                await self._await_projection(batch)
                 self._broadcast(frame(batch))
             if time.monotonic() >= next_sample and self.lag_probe is not None:
                 next_sample = time.monotonic() + LAG_SAMPLE_EVERY_S
@@ -136,15 +143,23 @@ class LiveHub:
                     await asyncio.wait_for(self._stop.wait(), 0.05)
         return cursor
 
-    async def _await_projection(self, last: RecordedEvent) -> None:
+    async def _await_projection(self, batch: list[RecordedEvent]) -> None:
+        # Why only streams a read model projects: the others (notifications, say) get
+        # no watermark, and waiting for one would always run into the bound.
+        wanted: dict[str, int] = {}
+        for e in batch:
+            if e.stream_type in self.projected:
+                wanted[e.stream_id] = max(wanted.get(e.stream_id, 0), e.version)
         deadline = time.monotonic() + PROJECTION_WAIT_S
-        delay = 0.01
-        while time.monotonic() < deadline:
-            applied = await queries.applied_version(self.store.pool, last.stream_id)
-            if applied is not None and applied >= last.version:
-                return
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 0.1)
+        delay = 0.005
+        while wanted and time.monotonic() < deadline:
+            async with self.store.pool.connection() as conn:
+                cur = await conn.execute(_APPLIED, (list(wanted),))
+                applied: dict[str, int] = dict(await cur.fetchall())
+            wanted = {s: v for s, v in wanted.items() if applied.get(s, 0) < v}
+            if wanted:
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 0.05)
 
 
 def frame(batch: list[RecordedEvent]) -> str:

@@ -14,12 +14,12 @@ from api.models import (
     Ident,
     OrderAccepted,
     OrderCreate,
+    OrderSummaryOut,
     PendingOrder,
     SagaCommandResult,
     ShipIn,
 )
 from application import orders
-from projections.queries import OrderSummary
 
 router = APIRouter(tags=["orders"], responses=PROBLEM_RESPONSES)
 
@@ -60,7 +60,7 @@ async def place_order(
 
 @router.get(
     "/orders/{order_id}",
-    response_model=OrderSummary | PendingOrder,
+    response_model=OrderSummaryOut | PendingOrder,
     openapi_extra={"security": [{READ_AUTH.scheme_name: []}]},
 )
 async def get_order(

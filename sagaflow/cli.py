@@ -18,7 +18,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from sagaflow.services import SERVICE_NAMES, LocalServices, ServiceError, with_local_addresses
+from sagaflow.services import SERVICE_NAMES, LocalServices, ServiceError, process_settings
 from sagaflow.settings import Settings, SettingsError, load_settings
 
 app = typer.Typer(
@@ -202,7 +202,7 @@ def api_command(
 
     from api.main import create_app
 
-    settings = with_local_addresses(_settings())
+    settings = process_settings()
     uvicorn.run(
         create_app(settings),
         host=host or settings.api_host,

@@ -220,6 +220,27 @@ def with_local_addresses(settings: Settings) -> Settings:
     return settings.model_copy(update=updates) if updates else settings
 
 
+def process_settings(*, needs_database: bool = True) -> Settings:
+    """The settings of a sagaflow process (worker, API, relay, projector, operator
+    commands): the environment, then the addresses of the services ``sagaflow services
+    up`` started for any left unset. The one path every process command takes, so
+    they all find the same services and fail with the same message.
+
+    Raises SettingsError (one line, naming the variable) for a bad value, or when no
+    database is set and no local PostgreSQL runs.
+    """
+    from sagaflow.settings import SettingsError, load_settings
+
+    settings = with_local_addresses(load_settings())
+    if needs_database and not settings.database_url:
+        raise SettingsError(
+            "SAGAFLOW_DATABASE_URL is not set and no local PostgreSQL is running "
+            f"(data folder {data_path(settings)}): start the local services with "
+            "'sagaflow services up', or set SAGAFLOW_DATABASE_URL"
+        )
+    return settings
+
+
 def data_path(settings: Settings) -> Path:
     """The resolved data folder."""
     return settings.data_dir.resolve()

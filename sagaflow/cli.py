@@ -216,8 +216,14 @@ def api_command(
 @friendly_errors
 def demo_command(
     orders: Annotated[int, typer.Option(min=1, max=100_000, help="orders to place")] = 20,
-    decline_rate: Annotated[float, typer.Option(min=0, max=1)] = 0.1,
-    transient_rate: Annotated[float, typer.Option(min=0, max=1)] = 0.1,
+    decline_rate: Annotated[
+        float | None,
+        typer.Option(min=0, max=1, help="payment declines (default 0.1); not with --api"),
+    ] = None,
+    transient_rate: Annotated[
+        float | None,
+        typer.Option(min=0, max=1, help="transient payment errors (default 0.1); not with --api"),
+    ] = None,
     concurrency: Annotated[int, typer.Option(min=1, max=256)] = 8,
     api: Annotated[
         str | None, typer.Option(help="use a running API instead of starting a stack")
@@ -229,14 +235,25 @@ def demo_command(
     from sagaflow.stack import Stack
 
     settings = _settings()
+    if api and (decline_rate is not None or transient_rate is not None):
+        # Why refuse: the rates configure the payment simulator of the worker the demo
+        # starts; a running stack's worker has its own, which the demo cannot change.
+        raise CliError(
+            "--decline-rate and --transient-rate set the payment simulator of the stack "
+            "the demo starts; with --api the running worker's own settings apply "
+            "(SAGAFLOW_PAYMENT_DECLINE_RATE, SAGAFLOW_PAYMENT_TRANSIENT_ERROR_RATE): "
+            "drop the rates, or run the demo without --api"
+        )
     if api:
         summary = run_demo(api, settings.dev_api_key.get_secret_value(), orders, concurrency)
     else:
         stack = Stack(
             settings,
             extra_env={
-                "SAGAFLOW_PAYMENT_DECLINE_RATE": str(decline_rate),
-                "SAGAFLOW_PAYMENT_TRANSIENT_ERROR_RATE": str(transient_rate),
+                "SAGAFLOW_PAYMENT_DECLINE_RATE": str(0.1 if decline_rate is None else decline_rate),
+                "SAGAFLOW_PAYMENT_TRANSIENT_ERROR_RATE": str(
+                    0.1 if transient_rate is None else transient_rate
+                ),
             },
         )
         try:

@@ -10,6 +10,16 @@ from projections.queries import OrderSummary
 
 NO_NUL = r"^[^\x00]*$"
 """Free text may not hold NUL: PostgreSQL's text and jsonb cannot store it (422, not 500)."""
+PRINTABLE_NAME = r"^[^\x00-\x1f\x7f]*[^\x00-\x1f\x7f\x85\s][^\x00-\x1f\x7f]*$"
+"""A name to filter by: printable, and something besides whitespace."""
+NONBLANK = r"^[^\x00]*[^\x00\x1c-\x1f\x85\s][^\x00]*$"
+"""Required free text: no NUL, and something besides whitespace. Why the explicit
+FS/GS/RS/US and NEL: inputs are stripped with Python's ``str.strip``, which removes
+them, while a JSON-Schema (ECMA) whitespace class does not match them."""
+
+TOKEN_PATTERN = r"^[0-9]+~[^~]+~[0-9]+$"
+"""A consistency token: ``<global_position>~<stream_id>~<version>``."""
+ID_PATTERN = r"^[A-Za-z0-9._-]+$"
 
 Sku = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")]
 Ident = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")]
@@ -23,22 +33,26 @@ class OrderLineIn(_Input):
     """One line of a new order: the SKU and how many (prices come from the catalogue)."""
 
     sku: Sku
-    quantity: int = Field(description="units; must be positive")
+    # Documented, not enforced here: the command's own validation refuses it with a
+    # message naming the line ("line 0 (sku X): quantity must be positive, got 0").
+    quantity: int = Field(description="units; must be positive", json_schema_extra={"minimum": 1})
 
 
 class OrderCreate(_Input):
     """A new order."""
 
     customer_id: Ident
-    lines: list[OrderLineIn] = Field(max_length=1000, description="at least one line")
+    lines: list[OrderLineIn] = Field(min_length=1, max_length=1000, description="at least one line")
 
 
 class OrderAccepted(BaseModel):
     """The order was accepted and its saga started."""
 
-    order_id: str
+    order_id: str = Field(pattern=ID_PATTERN)
     status: str = "accepted"
-    consistency_token: str = Field(description="pass as ?consistency_token= to read your own write")
+    consistency_token: str = Field(
+        pattern=TOKEN_PATTERN, description="pass as ?consistency_token= to read your own write"
+    )
     location: str
 
 
@@ -74,22 +88,22 @@ class OrderSummaryOut(OrderSummary, OrderOutcome):
 class ShipIn(_Input):
     """Shipping details."""
 
-    tracking_number: str = Field(min_length=1, max_length=100, pattern=NO_NUL)
-    carrier: str = Field(min_length=1, max_length=100, pattern=NO_NUL)
+    tracking_number: str = Field(min_length=1, max_length=100, pattern=NONBLANK)
+    carrier: str = Field(min_length=1, max_length=100, pattern=NONBLANK)
 
 
 class CancelIn(_Input):
     """Why the order is cancelled."""
 
     reason: str = Field(
-        default="cancelled by request", min_length=1, max_length=500, pattern=NO_NUL
+        default="cancelled by request", min_length=1, max_length=500, pattern=NONBLANK
     )
 
 
 class CompensationDecisionIn(_Input):
     """Which parked compensation, and a note for the log."""
 
-    step: str = Field(min_length=1, max_length=100, pattern=NO_NUL)
+    step: str = Field(min_length=1, max_length=100, pattern=NONBLANK)
     note: str = Field(default="", max_length=500, pattern=NO_NUL)
 
 
@@ -104,7 +118,7 @@ class ProductCreate(_Input):
     """A catalogue entry."""
 
     sku: Sku
-    name: str = Field(min_length=1, max_length=200, pattern=NO_NUL)
+    name: str = Field(min_length=1, max_length=200, pattern=NONBLANK)
     unit_price_cents: int = Field(gt=0, le=100_000_000)
 
 
@@ -181,14 +195,18 @@ class ReturnLineIn(_Input):
     """One returned line: the SKU and how many units."""
 
     sku: Sku
-    quantity: int = Field(description="units; must be positive")
+    # Documented, not enforced here: the command's own validation refuses it with a
+    # message naming the line ("line 0 (sku X): quantity must be positive, got 0").
+    quantity: int = Field(description="units; must be positive", json_schema_extra={"minimum": 1})
 
 
 class ReturnCreate(_Input):
     """A return of a delivered order."""
 
-    lines: list[ReturnLineIn] = Field(max_length=1000, description="at least one line")
-    reason: str = Field(min_length=1, max_length=500, pattern=NO_NUL)
+    lines: list[ReturnLineIn] = Field(
+        max_length=1000, description="at least one line", json_schema_extra={"minItems": 1}
+    )
+    reason: str = Field(min_length=1, max_length=500, pattern=NONBLANK)
 
 
 class ReceiveIn(_Input):
@@ -219,9 +237,9 @@ class ReturnCommandResult(BaseModel):
 class SagaAccepted(BaseModel):
     """A started saga: where to read it and the token that waits for the write."""
 
-    saga_id: str
+    saga_id: str = Field(pattern=ID_PATTERN)
     saga_type: str
-    consistency_token: str
+    consistency_token: str = Field(pattern=TOKEN_PATTERN)
     location: str
 
 
@@ -229,7 +247,7 @@ class SagaCancelIn(_Input):
     """Why the saga is cancelled."""
 
     reason: str = Field(
-        default="cancelled by request", min_length=1, max_length=500, pattern=NO_NUL
+        default="cancelled by request", min_length=1, max_length=500, pattern=NONBLANK
     )
 
 
@@ -244,11 +262,9 @@ class BulkRetryIn(_Input):
     """Which parked steps to retry (all of them by default), and a note for the log."""
 
     saga_type: str | None = Field(
-        default=None, min_length=1, max_length=100, pattern=r"^[^\x00-\x1f\x7f]+$"
+        default=None, min_length=1, max_length=100, pattern=PRINTABLE_NAME
     )
-    step: str | None = Field(
-        default=None, min_length=1, max_length=100, pattern=r"^[^\x00-\x1f\x7f]+$"
-    )
+    step: str | None = Field(default=None, min_length=1, max_length=100, pattern=PRINTABLE_NAME)
     note: str = Field(default="", max_length=500, pattern=NO_NUL)
 
 

@@ -180,6 +180,7 @@ def dev() -> None:
             console.print(f"[yellow]note:[/yellow] {note}")
         temporal = stack.services.running.get("temporal")
         console.print(f"API docs:        {stack.api_url}/docs")
+        console.print(f"Console:         {stack.api_url}/console")
         if temporal:
             console.print(f"Temporal Web UI: {temporal.addresses['ui']}")
         console.print(f"API key (development only): {settings.dev_api_key.get_secret_value()}")

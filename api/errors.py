@@ -136,6 +136,10 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:
+        if any(e.get("type") == "json_invalid" for e in exc.errors()):
+            # Why 400, not 422: the body could not be read at all; 422 is for a
+            # well-formed body whose fields are wrong.
+            return problem_response(400, "malformed body", "the body is not valid JSON")
         errors = [
             FieldProblem(field=_field_name(tuple(e["loc"])), message=e["msg"]) for e in exc.errors()
         ]

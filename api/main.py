@@ -10,7 +10,9 @@ from typing import Any
 
 from fastapi import FastAPI
 
+from api.console import ConsoleState, install_console
 from api.container import Container
+from api.contract import refine
 from api.errors import install_error_handlers, problem_response
 from api.routes import health, operations, orders, products, returns, sagas
 from eventstore.postgres import PostgresEventStore
@@ -66,6 +68,18 @@ class _TooLarge(Exception):
     pass
 
 
+def _refine_openapi(app: FastAPI) -> None:
+    """Serve the schema with what FastAPI cannot infer (api/contract.py)."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = refine(build())
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
 def create_app(settings: Settings) -> FastAPI:
     """The API for ``settings``; connections open in the lifespan, not here."""
     if not settings.database_url:
@@ -84,7 +98,8 @@ def create_app(settings: Settings) -> FastAPI:
             # Temporal is missing and commands answer 503 until a restart.
             log.error("Temporal unreachable at start-up: %s", exc)
             temporal = None
-        app.state.container = Container(settings, store, temporal)
+        app.state.container = container = Container(settings, store, temporal)
+        app.state.console = console = ConsoleState.build(container)
         # Why: everything built so far lives as long as the process; frozen, the
         # collector stops re-scanning it, and a full collection no longer stalls
         # every request in flight for 100+ ms (bench.api's p99).
@@ -92,6 +107,7 @@ def create_app(settings: Settings) -> FastAPI:
         try:
             yield
         finally:
+            await console.live.stop()
             await store.close()
 
     app = FastAPI(
@@ -99,9 +115,14 @@ def create_app(settings: Settings) -> FastAPI:
         version="0.1.0",
         description="Commands start and steer order sagas; queries read the projections.",
         lifespan=lifespan,
+        # Operation ids are the route functions' names: the links in the schema
+        # (api/contract.py) and generated clients refer to them.
+        generate_unique_id_function=lambda route: route.name,
     )
     install_error_handlers(app)
     for module in (orders, returns, products, sagas, operations, health):
         app.include_router(module.router)
+    install_console(app)
+    _refine_openapi(app)
     app.add_middleware(BodyLimit, max_bytes=settings.api_max_body_bytes)
     return app

@@ -6,8 +6,20 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from projections.queries import OrderSummary
+
 NO_NUL = r"^[^\x00]*$"
 """Free text may not hold NUL: PostgreSQL's text and jsonb cannot store it (422, not 500)."""
+PRINTABLE_NAME = r"^[^\x00-\x1f\x7f]*[^\x00-\x1f\x7f\x85\s][^\x00-\x1f\x7f]*$"
+"""A name to filter by: printable, and something besides whitespace."""
+NONBLANK = r"^[^\x00]*[^\x00\x1c-\x1f\x85\s][^\x00]*$"
+"""Required free text: no NUL, and something besides whitespace. Why the explicit
+FS/GS/RS/US and NEL: inputs are stripped with Python's ``str.strip``, which removes
+them, while a JSON-Schema (ECMA) whitespace class does not match them."""
+
+TOKEN_PATTERN = r"^[0-9]+~[^~]+~[0-9]+$"
+"""A consistency token: ``<global_position>~<stream_id>~<version>``."""
+ID_PATTERN = r"^[A-Za-z0-9._-]+$"
 
 Sku = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")]
 Ident = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")]
@@ -21,52 +33,77 @@ class OrderLineIn(_Input):
     """One line of a new order: the SKU and how many (prices come from the catalogue)."""
 
     sku: Sku
-    quantity: int = Field(description="units; must be positive")
+    # Documented, not enforced here: the command's own validation refuses it with a
+    # message naming the line ("line 0 (sku X): quantity must be positive, got 0").
+    quantity: int = Field(description="units; must be positive", json_schema_extra={"minimum": 1})
 
 
 class OrderCreate(_Input):
     """A new order."""
 
     customer_id: Ident
-    lines: list[OrderLineIn] = Field(max_length=1000, description="at least one line")
+    lines: list[OrderLineIn] = Field(min_length=1, max_length=1000, description="at least one line")
 
 
 class OrderAccepted(BaseModel):
     """The order was accepted and its saga started."""
 
-    order_id: str
+    order_id: str = Field(pattern=ID_PATTERN)
     status: str = "accepted"
-    consistency_token: str = Field(description="pass as ?consistency_token= to read your own write")
+    consistency_token: str = Field(
+        pattern=TOKEN_PATTERN, description="pass as ?consistency_token= to read your own write"
+    )
     location: str
 
 
-class PendingOrder(BaseModel):
-    """An accepted order whose saga has not created the order yet."""
+class OrderOutcome(BaseModel):
+    """Why an order did not go through, and what was undone (absent while it goes well)."""
+
+    outcome: str | None = Field(
+        default=None,
+        description="rejected (refused before the order was created: stock, payment), "
+        "cancelled (by request), compensated (a failure after it was created), "
+        "compensating or compensation_parked (still undoing)",
+    )
+    failure: str | None = Field(
+        default=None, description="why, e.g. 'insufficient stock: requested 50, available 3'"
+    )
+    undone: list[str] = Field(default=[], description="the steps compensated, in order")
+    parked_steps: list[str] = Field(default=[], description="compensations waiting for people")
+
+
+class PendingOrder(OrderOutcome):
+    """An accepted order whose saga has not created the order: ``pending`` while it
+    runs, ``rejected`` once it failed (the outcome fields say why)."""
 
     order_id: str
-    status: str = "pending"
+    status: str = Field(default="pending", pattern="^(pending|rejected)$")
     saga_status: str
+
+
+class OrderSummaryOut(OrderSummary, OrderOutcome):
+    """The order summary; a cancelled order also says why and what was undone."""
 
 
 class ShipIn(_Input):
     """Shipping details."""
 
-    tracking_number: str = Field(min_length=1, max_length=100, pattern=NO_NUL)
-    carrier: str = Field(min_length=1, max_length=100, pattern=NO_NUL)
+    tracking_number: str = Field(min_length=1, max_length=100, pattern=NONBLANK)
+    carrier: str = Field(min_length=1, max_length=100, pattern=NONBLANK)
 
 
 class CancelIn(_Input):
     """Why the order is cancelled."""
 
     reason: str = Field(
-        default="cancelled by request", min_length=1, max_length=500, pattern=NO_NUL
+        default="cancelled by request", min_length=1, max_length=500, pattern=NONBLANK
     )
 
 
 class CompensationDecisionIn(_Input):
     """Which parked compensation, and a note for the log."""
 
-    step: str = Field(min_length=1, max_length=100, pattern=NO_NUL)
+    step: str = Field(min_length=1, max_length=100, pattern=NONBLANK)
     note: str = Field(default="", max_length=500, pattern=NO_NUL)
 
 
@@ -81,7 +118,7 @@ class ProductCreate(_Input):
     """A catalogue entry."""
 
     sku: Sku
-    name: str = Field(min_length=1, max_length=200, pattern=NO_NUL)
+    name: str = Field(min_length=1, max_length=200, pattern=NONBLANK)
     unit_price_cents: int = Field(gt=0, le=100_000_000)
 
 
@@ -161,14 +198,18 @@ class ReturnLineIn(_Input):
     """One returned line: the SKU and how many units."""
 
     sku: Sku
-    quantity: int = Field(description="units; must be positive")
+    # Documented, not enforced here: the command's own validation refuses it with a
+    # message naming the line ("line 0 (sku X): quantity must be positive, got 0").
+    quantity: int = Field(description="units; must be positive", json_schema_extra={"minimum": 1})
 
 
 class ReturnCreate(_Input):
     """A return of a delivered order."""
 
-    lines: list[ReturnLineIn] = Field(max_length=1000, description="at least one line")
-    reason: str = Field(min_length=1, max_length=500, pattern=NO_NUL)
+    lines: list[ReturnLineIn] = Field(
+        max_length=1000, description="at least one line", json_schema_extra={"minItems": 1}
+    )
+    reason: str = Field(min_length=1, max_length=500, pattern=NONBLANK)
 
 
 class ReceiveIn(_Input):
@@ -199,9 +240,9 @@ class ReturnCommandResult(BaseModel):
 class SagaAccepted(BaseModel):
     """A started saga: where to read it and the token that waits for the write."""
 
-    saga_id: str
+    saga_id: str = Field(pattern=ID_PATTERN)
     saga_type: str
-    consistency_token: str
+    consistency_token: str = Field(pattern=TOKEN_PATTERN)
     location: str
 
 
@@ -209,7 +250,7 @@ class SagaCancelIn(_Input):
     """Why the saga is cancelled."""
 
     reason: str = Field(
-        default="cancelled by request", min_length=1, max_length=500, pattern=NO_NUL
+        default="cancelled by request", min_length=1, max_length=500, pattern=NONBLANK
     )
 
 
@@ -224,11 +265,9 @@ class BulkRetryIn(_Input):
     """Which parked steps to retry (all of them by default), and a note for the log."""
 
     saga_type: str | None = Field(
-        default=None, min_length=1, max_length=100, pattern=r"^[^\x00-\x1f\x7f]+$"
+        default=None, min_length=1, max_length=100, pattern=PRINTABLE_NAME
     )
-    step: str | None = Field(
-        default=None, min_length=1, max_length=100, pattern=r"^[^\x00-\x1f\x7f]+$"
-    )
+    step: str | None = Field(default=None, min_length=1, max_length=100, pattern=PRINTABLE_NAME)
     note: str = Field(default="", max_length=500, pattern=NO_NUL)
 
 

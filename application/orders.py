@@ -313,16 +313,55 @@ async def order_summary(
     else:
         summary = await summaries(order_id)
     if summary is not None:
+        if '"cancelled"' in summary:
+            # Rare, so the hot path stays PostgreSQL's text: say why and what was undone.
+            outcome = await queries.get_saga_outcome(ctx.pool, order_id)
+            if outcome is not None:
+                explained = {**json.loads(summary), **await explain(ctx, outcome)}
+                return json.dumps(explained, separators=(",", ":"), default=str), reached
         return summary, reached
     outcome = await queries.get_saga_outcome(ctx.pool, order_id)
     if outcome is not None:
-        # The saga runs but has not created the order yet: say so, not 404.
+        # The saga has not created the order (yet, or ever): say what happened, not 404.
         # (The shape of api.models.PendingOrder.)
-        pending = {"order_id": order_id, "status": "pending", "saga_status": outcome.status}
+        pending: dict[str, Any] = {
+            "order_id": order_id,
+            "status": "pending" if outcome.status == "running" else "rejected",
+            "saga_status": outcome.status,
+        }
+        if outcome.status != "running":
+            pending.update(await explain(ctx, outcome))
         return json.dumps(pending, separators=(",", ":")), reached
     if not reached:
         raise NotVisibleYet("order", order_id, ctx.settings.consistency_wait_max_s)
     raise NotFound("order", order_id)
+
+
+async def explain(ctx: Context, outcome: queries.SagaOutcome) -> dict[str, Any]:
+    """What happened to an order that did not go through: ``outcome`` (rejected,
+    cancelled, compensated, or still compensating / parked), ``failure`` (why, in
+    the words of the step that failed) and ``undone`` (the steps compensated)."""
+    journal = await ctx.store.read_stream(saga_stream(outcome.saga_id))
+    undone: list[str] = []
+    reason = outcome.reason or ""
+    for recorded in journal:
+        event = ctx.store.decode(recorded)
+        if type(event).__name__ == "SagaCompensated":
+            undone = list(getattr(event, "compensated_steps", []))
+            reason = getattr(event, "reason", reason)
+    created = any(step == "create_order" for step in undone)
+    if reason.startswith("cancelled"):
+        what = "cancelled"
+    elif outcome.status == "compensated":
+        what = "compensated" if created else "rejected"
+    else:
+        what = outcome.status  # compensating, compensation_parked
+    return {
+        "outcome": what,
+        "failure": outcome.failure or reason or None,
+        "undone": undone,
+        "parked_steps": list(outcome.parked_steps),
+    }
 
 
 async def wait_for_write(ctx: Context, stream_id: str, version: int) -> bool:

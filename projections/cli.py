@@ -20,7 +20,7 @@ from eventstore.postgres import PostgresEventStore
 from projections.handlers import default_projections, projection_named
 from projections.rebuild import RebuildError, rebuild
 from projections.runner import run_projector
-from sagaflow.settings import Settings, SettingsError, load_settings
+from sagaflow.settings import Settings, SettingsError
 from streaming.transport import TransportRefused
 
 app = typer.Typer(help="Read models: projector, rebuild.", no_args_is_help=True)
@@ -33,15 +33,13 @@ T = TypeVar("T")
 
 
 def _settings() -> Settings:
+    from sagaflow.services import process_settings
+
     try:
-        settings = load_settings()
+        return process_settings()
     except SettingsError as exc:
         err_console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
-    if not settings.database_url:
-        console.print("[red]error:[/red] SAGAFLOW_DATABASE_URL is not set")
-        raise typer.Exit(2)
-    return settings
 
 
 def _with_store(settings: Settings, work: Callable[[PostgresEventStore], Awaitable[T]]) -> T:

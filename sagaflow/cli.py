@@ -18,7 +18,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from sagaflow.services import SERVICE_NAMES, LocalServices, ServiceError, with_local_addresses
+from sagaflow.services import SERVICE_NAMES, LocalServices, ServiceError, process_settings
 from sagaflow.settings import Settings, SettingsError, load_settings
 
 app = typer.Typer(
@@ -180,6 +180,7 @@ def dev() -> None:
             console.print(f"[yellow]note:[/yellow] {note}")
         temporal = stack.services.running.get("temporal")
         console.print(f"API docs:        {stack.api_url}/docs")
+        console.print(f"Console:         {stack.api_url}/console")
         if temporal:
             console.print(f"Temporal Web UI: {temporal.addresses['ui']}")
         console.print(f"API key (development only): {settings.dev_api_key.get_secret_value()}")
@@ -202,7 +203,7 @@ def api_command(
 
     from api.main import create_app
 
-    settings = with_local_addresses(_settings())
+    settings = process_settings()
     uvicorn.run(
         create_app(settings),
         host=host or settings.api_host,
@@ -216,8 +217,14 @@ def api_command(
 @friendly_errors
 def demo_command(
     orders: Annotated[int, typer.Option(min=1, max=100_000, help="orders to place")] = 20,
-    decline_rate: Annotated[float, typer.Option(min=0, max=1)] = 0.1,
-    transient_rate: Annotated[float, typer.Option(min=0, max=1)] = 0.1,
+    decline_rate: Annotated[
+        float | None,
+        typer.Option(min=0, max=1, help="payment declines (default 0.1); not with --api"),
+    ] = None,
+    transient_rate: Annotated[
+        float | None,
+        typer.Option(min=0, max=1, help="transient payment errors (default 0.1); not with --api"),
+    ] = None,
     concurrency: Annotated[int, typer.Option(min=1, max=256)] = 8,
     api: Annotated[
         str | None, typer.Option(help="use a running API instead of starting a stack")
@@ -229,14 +236,25 @@ def demo_command(
     from sagaflow.stack import Stack
 
     settings = _settings()
+    if api and (decline_rate is not None or transient_rate is not None):
+        # Why refuse: the rates configure the payment simulator of the worker the demo
+        # starts; a running stack's worker has its own, which the demo cannot change.
+        raise CliError(
+            "--decline-rate and --transient-rate set the payment simulator of the stack "
+            "the demo starts; with --api the running worker's own settings apply "
+            "(SAGAFLOW_PAYMENT_DECLINE_RATE, SAGAFLOW_PAYMENT_TRANSIENT_ERROR_RATE): "
+            "drop the rates, or run the demo without --api"
+        )
     if api:
         summary = run_demo(api, settings.dev_api_key.get_secret_value(), orders, concurrency)
     else:
         stack = Stack(
             settings,
             extra_env={
-                "SAGAFLOW_PAYMENT_DECLINE_RATE": str(decline_rate),
-                "SAGAFLOW_PAYMENT_TRANSIENT_ERROR_RATE": str(transient_rate),
+                "SAGAFLOW_PAYMENT_DECLINE_RATE": str(0.1 if decline_rate is None else decline_rate),
+                "SAGAFLOW_PAYMENT_TRANSIENT_ERROR_RATE": str(
+                    0.1 if transient_rate is None else transient_rate
+                ),
             },
         )
         try:

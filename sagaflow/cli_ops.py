@@ -40,15 +40,11 @@ def _run(work: Callable[[Context], Awaitable[T]], *, temporal: bool = False) -> 
     """Build the use cases' context (store, and Temporal when needed), run ``work``."""
     from eventstore.postgres import PostgresEventStore
     from sagaflow.clients import connect_temporal
-    from sagaflow.services import with_local_addresses
-    from sagaflow.settings import load_settings
+    from sagaflow.services import process_settings
 
     async def main() -> T:
-        settings = with_local_addresses(load_settings())
-        if not settings.database_url:
-            raise SettingsError(
-                "SAGAFLOW_DATABASE_URL is not set and no local PostgreSQL is running"
-            )
+        settings = process_settings()
+        assert settings.database_url
         store = await PostgresEventStore.connect(settings.database_url, max_size=2)
         try:
             client = await connect_temporal(settings) if temporal else None

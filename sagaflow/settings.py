@@ -65,6 +65,9 @@ class Settings(BaseSettings):
     temporal_port: int = Field(default=0, ge=0, le=65535)
     temporal_ui_port: int = Field(default=0, ge=0, le=65535)
     temporal_namespace: str = "default"
+    temporal_ui_url: str | None = Field(
+        default=None, description="the Temporal Web UI (console links); unset = the dev server's"
+    )
     task_queue: str = "sagaflow-orders"
 
     # Kafka: an external bootstrap list, or the local KRaft broker (0 = free port).
@@ -170,6 +173,9 @@ class Settings(BaseSettings):
     api_host: str = Field(default="127.0.0.1", description="address the API binds to")
     api_port: int = Field(default=8000, ge=0, le=65535, description="0 = a free port")
     api_max_body_bytes: int = Field(default=64 * 1024, ge=1024, description="request body cap")
+    console_session_ttl_s: int = Field(
+        default=8 * 3600, ge=60, le=30 * 24 * 3600, description="console session lifetime"
+    )
     api_page_size_max: int = Field(default=200, ge=1, le=10_000, description="list results cap")
     consistency_wait_max_s: float = Field(default=5.0, ge=0, description="read-your-writes wait")
     backpressure_relay_lag_events: int = Field(default=50_000, ge=0, description="429 above")

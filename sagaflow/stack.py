@@ -79,6 +79,8 @@ class Stack:
             or (running["postgres"].addresses["url"] if "postgres" in running else None),
             "SAGAFLOW_TEMPORAL_ADDRESS": self.settings.temporal_address
             or (running["temporal"].addresses["address"] if "temporal" in running else None),
+            "SAGAFLOW_TEMPORAL_UI_URL": self.settings.temporal_ui_url
+            or (running["temporal"].addresses.get("ui") if "temporal" in running else None),
             "SAGAFLOW_KAFKA_BOOTSTRAP": self.settings.kafka_bootstrap
             or (running["kafka"].addresses["bootstrap"] if "kafka" in running else None),
             "SAGAFLOW_RABBITMQ_URL": self.settings.rabbitmq_url

@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from sagaflow.settings import Settings, SettingsError, Transport, load_settings
+from sagaflow.settings import Settings, SettingsError, Transport
 from streaming.relay import RETRYABLE, run_relay
 from streaming.transport import TransportRefused, refused
 
@@ -29,9 +29,9 @@ def _run(work: Callable[[Settings, asyncio.Event], Awaitable[None]]) -> None:
     """Load settings, run ``work`` until SIGINT/SIGTERM; fixable errors are one line, exit 2."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     try:
-        from sagaflow.services import with_local_addresses
+        from sagaflow.services import process_settings
 
-        settings = with_local_addresses(load_settings())
+        settings = process_settings()
     except SettingsError as exc:
         err_console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None

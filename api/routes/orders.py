@@ -9,17 +9,18 @@ from fastapi import APIRouter, Header, Query, Request, Response
 from api.deps import READ_AUTH, Reader, Writer
 from api.errors import PROBLEM_RESPONSES
 from api.models import (
+    TOKEN_PATTERN,
     CancelIn,
     EventOut,
     Ident,
     OrderAccepted,
     OrderCreate,
+    OrderSummaryOut,
     PendingOrder,
     SagaCommandResult,
     ShipIn,
 )
 from application import orders
-from projections.queries import OrderSummary
 
 router = APIRouter(tags=["orders"], responses=PROBLEM_RESPONSES)
 
@@ -60,13 +61,20 @@ async def place_order(
 
 @router.get(
     "/orders/{order_id}",
-    response_model=OrderSummary | PendingOrder,
+    response_model=OrderSummaryOut | PendingOrder,
     openapi_extra={"security": [{READ_AUTH.scheme_name: []}]},
 )
 async def get_order(
     order_id: Ident,
     request: Request,
-    consistency_token: Annotated[str | None, Query(max_length=300)] = None,
+    consistency_token: Annotated[
+        str | None,
+        Query(
+            max_length=300,
+            pattern=TOKEN_PATTERN,
+            description="the token a write returned: waits (bounded) until it is visible",
+        ),
+    ] = None,
 ) -> Response:
     """The order summary; with a consistency token, waits (bounded) for your write."""
     # Why the key is checked here and not by a dependency, as on every other route:

@@ -26,6 +26,7 @@ router = APIRouter(tags=["sagas"], responses=PROBLEM_RESPONSES)
 # Why a pattern on free-text filters: PostgreSQL text cannot hold NUL (nor should a
 # filter hold control characters); refuse them as 422 rather than fail in the query.
 PRINTABLE = r"^[^\x00-\x1f\x7f]+$"
+KEY_FILTER = r"^[^:\x00-\x1f\x7f]+:[^\x00-\x1f\x7f]*$"
 TypeName = Annotated[str, Query(alias="type", min_length=1, max_length=100, pattern=PRINTABLE)]
 StepName = Annotated[str, Query(min_length=1, max_length=100, pattern=PRINTABLE)]
 IdempotencyKey = Annotated[
@@ -67,7 +68,10 @@ async def retry_parked(c: Admin, body: BulkRetryIn | None = None) -> dict[str, A
     )
 
 
-@router.post("/sagas/{saga_type}", status_code=202, response_model=SagaAccepted)
+# Why not ``POST /sagas/{saga_type}`` (its first path): it is the same URL template
+# as ``GET /sagas/{saga_id}``, so the schema could not say which methods a URL such
+# as ``/sagas/x`` allows, nor a tester check it.
+@router.post("/saga-types/{saga_type}/sagas", status_code=202, response_model=SagaAccepted)
 async def start_saga(
     saga_type: Annotated[str, Path(min_length=1, max_length=100)],
     response: Response,
@@ -96,7 +100,12 @@ async def list_sagas(
     status: Annotated[str | None, Query(min_length=1, max_length=100, pattern=PRINTABLE)] = None,
     key: Annotated[
         str | None,
-        Query(min_length=3, max_length=300, pattern=PRINTABLE, description="Name:value"),
+        Query(
+            min_length=3,
+            max_length=300,
+            pattern=KEY_FILTER,
+            description="a business key as Name:value, e.g. CustomerId:c-1",
+        ),
     ] = None,
     page: Annotated[int, Query(ge=1, le=100_000)] = 1,
     page_size: Annotated[int, Query(ge=1, le=200)] = 50,

@@ -210,11 +210,35 @@ def with_local_addresses(settings: Settings) -> Settings:
         updates["database_url"] = running["postgres"].addresses["url"]
     if not settings.temporal_address and "temporal" in running:
         updates["temporal_address"] = running["temporal"].addresses["address"]
+    temporal = running.get("temporal")
+    if not settings.temporal_ui_url and temporal and "ui" in temporal.addresses:
+        updates["temporal_ui_url"] = temporal.addresses["ui"]
     if not settings.kafka_bootstrap and "kafka" in running:
         updates["kafka_bootstrap"] = running["kafka"].addresses["bootstrap"]
     if not settings.rabbitmq_url and "rabbitmq" in running:
         updates["rabbitmq_url"] = running["rabbitmq"].addresses["url"]
     return settings.model_copy(update=updates) if updates else settings
+
+
+def process_settings(*, needs_database: bool = True) -> Settings:
+    """The settings of a sagaflow process (worker, API, relay, projector, operator
+    commands): the environment, then the addresses of the services ``sagaflow services
+    up`` started for any left unset. The one path every process command takes, so
+    they all find the same services and fail with the same message.
+
+    Raises SettingsError (one line, naming the variable) for a bad value, or when no
+    database is set and no local PostgreSQL runs.
+    """
+    from sagaflow.settings import SettingsError, load_settings
+
+    settings = with_local_addresses(load_settings())
+    if needs_database and not settings.database_url:
+        raise SettingsError(
+            "SAGAFLOW_DATABASE_URL is not set and no local PostgreSQL is running "
+            f"(data folder {data_path(settings)}): start the local services with "
+            "'sagaflow services up', or set SAGAFLOW_DATABASE_URL"
+        )
+    return settings
 
 
 def data_path(settings: Settings) -> Path:

@@ -33,7 +33,9 @@ def key_whose_order(declines: bool) -> str:
 
 
 @pytest.fixture(scope="session")
-def stack(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+def stack(
+    settings: Settings, local_services: Any, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Stack]:
     """The sagaflow processes on the session's services, with their own database."""
     import psycopg
 
@@ -47,6 +49,7 @@ def stack(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Itera
         data_dir=tmp_path_factory.mktemp("stack"),
         database_url=settings.database_url.rsplit("/", 1)[0] + "/" + db,
         temporal_address=settings.temporal_address,
+        temporal_ui_url=local_services.running["temporal"].addresses.get("ui"),
         kafka_enabled=settings.kafka_enabled,
         kafka_bootstrap=settings.kafka_bootstrap,
         api_port=0,

@@ -55,7 +55,7 @@ async def test_the_demo_summary_agrees_with_the_read_models(stack: Stack) -> Non
                 if status == "paid":
                     paid += 1
                     revenue += resp.json()["total_cents"]
-                elif status in ("cancelled", "pending"):
+                elif status in ("cancelled", "rejected"):
                     cancelled += 1
             if paid != summary["completed"]:
                 return None
@@ -64,3 +64,25 @@ async def test_the_demo_summary_agrees_with_the_read_models(stack: Stack) -> Non
         models = await eventually(read_models_settled)
     assert models["revenue"] == summary["revenue_cents"]
     assert summary["p50_ms"] > 0 and summary["p99_ms"] >= summary["p50_ms"]
+
+
+def test_the_demo_refuses_payment_rates_it_cannot_apply_to_a_running_api(stack: Stack) -> None:
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "sagaflow.cli",
+            "demo",
+            "--api",
+            stack.api_url,
+            "--decline-rate",
+            "0.2",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=stack.env,
+    )
+    assert run.returncode == 2
+    assert "with --api the running worker's own settings apply" in run.stderr
+    assert "Traceback" not in run.stderr

@@ -76,14 +76,20 @@ async def test_start_a_saga_by_type_then_read_list_plan_and_events(
         "customer_id": f"cust-{sku}",
         "lines": [{"sku": sku, "quantity": 1}],
     }
-    started = await http.post("/sagas/OrderSaga", json=body, headers={"Idempotency-Key": sku})
+    started = await http.post(
+        "/saga-types/OrderSaga/sagas", json=body, headers={"Idempotency-Key": sku}
+    )
     assert started.status_code == 202, started.text
     saga_id = started.json()["saga_id"]
     assert started.headers["Location"] == f"/sagas/{saga_id}" and saga_id == body["order_id"]
-    again = await http.post("/sagas/OrderSaga", json=body, headers={"Idempotency-Key": sku})
+    again = await http.post(
+        "/saga-types/OrderSaga/sagas", json=body, headers={"Idempotency-Key": sku}
+    )
     assert again.json()["saga_id"] == saga_id
     other = await http.post(
-        "/sagas/OrderSaga", json={**body, "order_id": "x"}, headers={"Idempotency-Key": sku}
+        "/saga-types/OrderSaga/sagas",
+        json={**body, "order_id": "x"},
+        headers={"Idempotency-Key": sku},
     )
     assert other.status_code == 409
 
@@ -103,9 +109,9 @@ async def test_start_a_saga_by_type_then_read_list_plan_and_events(
 
 
 async def test_refusals_are_404_422_and_409_and_write_nothing(http: httpx.AsyncClient) -> None:
-    unknown = await http.post("/sagas/NoSuchSaga", json={})
+    unknown = await http.post("/saga-types/NoSuchSaga/sagas", json={})
     assert unknown.status_code == 404 and "OrderSaga" in unknown.json()["detail"]
-    invalid = await http.post("/sagas/OrderSaga", json={"order_id": "bad-1"})
+    invalid = await http.post("/saga-types/OrderSaga/sagas", json={"order_id": "bad-1"})
     assert invalid.status_code == 422
     assert {e["field"] for e in invalid.json()["errors"]} >= {"customer_id", "lines"}
     assert (await http.get("/sagas/bad-1")).status_code == 404

@@ -44,9 +44,7 @@ class FaultBoard:
 
     workflow_id: str
     faults: tuple[Fault, ...] = ()
-    started: Counter[str] = field(default_factory=Counter)
     succeeded: Counter[str] = field(default_factory=Counter)
-    committed_then_failed: Counter[str] = field(default_factory=Counter)
     refused_args: dict[str, list[tuple[Any, ...]]] = field(default_factory=dict)
     """The arguments of every call the kit made fail, by activity type (what an
     operator repairs by hand before resolving)."""
@@ -62,12 +60,6 @@ class FaultBoard:
         """Stop failing ``activity_type`` (every fault when None)."""
         for name, armed in self._armed.items():
             if activity_type is None or name == activity_type:
-                armed.lifted = True
-
-    def lift_where(self, mode: Mode) -> None:
-        """Stop every fault of ``mode``."""
-        for armed in self._armed.values():
-            if armed.fault.mode is mode:
                 armed.lifted = True
 
     def open_gate(self) -> None:
@@ -106,7 +98,6 @@ class _Inbound(ActivityInboundInterceptor):
         if board is None:
             return await super().execute_activity(input)
         name = info.activity_type
-        board.started[name] += 1
         armed = board.fault_of(name)
         if armed is not None:
             armed.calls += 1
@@ -133,7 +124,6 @@ class _Inbound(ActivityInboundInterceptor):
                 )
             elif mode is Mode.COMMIT_THEN_FAIL:
                 await super().execute_activity(input)
-                board.committed_then_failed[name] += 1
                 raise ApplicationError(
                     f"{name} committed, then its answer was lost (injected)", type=KIT_TIMEOUT
                 )

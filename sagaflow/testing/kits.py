@@ -8,6 +8,7 @@ business afterwards (stock, money). A team's own kit looks the same: see
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 
 from application.catalogue import Catalogue
@@ -147,8 +148,6 @@ async def delivered_order(ctx: KitContext) -> None:
         ),
         task_queue=ctx.task_queue,
     )
-    import asyncio
-
     for _ in range(500):
         try:
             if (await get_status(ctx.client, order_id)).status == "awaiting_shipment":

@@ -111,8 +111,15 @@ async def test_a_test_order_placed_in_the_console_completes_live_on_its_page(
 ) -> None:
     sku = await product(http, stock=20)
     page = await _page(browser, stack)
-    await page.goto("/console/products")
-    assert await page.inner_text(f"tr[data-sku='{sku}'] [data-col=available]") == "20"
+    row = f"tr[data-sku='{sku}'] [data-col=available]"
+
+    async def listed() -> bool:
+        # The page reads the read model, which follows the store moments later.
+        await page.goto("/console/products")
+        return await page.locator(row).count() == 1
+
+    await eventually(listed)
+    assert await page.inner_text(row) == "20"
     await _shot(page, "products")
     customer = f"cust-{uuid.uuid4().hex[:6]}"
     await page.fill("input[name=customer_id]", customer)

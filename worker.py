@@ -47,7 +47,7 @@ def build_activities(
         store,
         provider=provider,
         notifier=notifier or LoggingNotifier(),
-        faults=FaultInjector(settings.fault_commit_then_fail),
+        faults=FaultInjector(settings.fault_commit_then_fail, settings.fault_hang_after_commit),
     )
     return build_all(registry or default_registry(), deps)
 

@@ -3,6 +3,7 @@ fault injection."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from temporalio import activity
@@ -54,13 +55,26 @@ class CommitThenFail(Exception):
 
 
 class FaultInjector:
-    """Fails the named activity once, right after its commit (setting
-    ``fault_commit_then_fail``; empty = off). Proves retries write nothing twice."""
+    """Test-only fault points right after an activity's commit (settings; empty = off).
 
-    def __init__(self, activity_name: str = "") -> None:
+    ``activity_name`` (``fault_commit_then_fail``) fails that activity's first attempt
+    after its commit: proves retries write nothing twice. ``hang_after_commit``
+    (``fault_hang_after_commit``) blocks that activity's first attempt after its commit
+    until the worker dies: the commit is in the store, but the workflow task that ran
+    it never completes (a crash between the two).
+    """
+
+    def __init__(self, activity_name: str = "", hang_after_commit: str = "") -> None:
         self.activity_name = activity_name
+        self.hang_after_commit = hang_after_commit
 
-    def after_commit(self, name: str) -> None:
-        """Raise on the first attempt of ``name`` when it is the configured fault point."""
-        if self.activity_name and name == self.activity_name and activity.info().attempt == 1:
+    async def after_commit(self, name: str) -> None:
+        """Raise (or hang) on the first attempt of ``name`` when it is a fault point."""
+        if not activity.in_activity() or activity.info().attempt != 1:
+            return
+        if name == self.hang_after_commit:
+            activity.logger.warning("injected fault: %s committed, now hanging", name)
+            # Never finishes: only a kill of the worker ends it.
+            await asyncio.Event().wait()
+        if self.activity_name and name == self.activity_name:
             raise CommitThenFail(f"injected fault: {name} committed, then failed")

@@ -54,7 +54,7 @@ class InventoryActivities:
             )
 
         result = await on_conflict_retry(attempt)
-        self.faults.after_commit("reserve_stock")
+        await self.faults.after_commit("reserve_stock")
         return result
 
     @activity.defn(name="release_stock")
@@ -72,7 +72,7 @@ class InventoryActivities:
             return True
 
         released = await on_conflict_retry(attempt)
-        self.faults.after_commit("release_stock")
+        await self.faults.after_commit("release_stock")
         return released
 
     @activity.defn(name="sell_stock")

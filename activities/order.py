@@ -41,7 +41,7 @@ class OrderActivities:
         await self.orders.save(
             order, metadata=event_metadata(req.ctx), id_prefix=id_prefix(req.ctx)
         )
-        self.faults.after_commit("create_order")
+        await self.faults.after_commit("create_order")
         return order.status
 
     @activity.defn(name="cancel_order")
@@ -57,7 +57,7 @@ class OrderActivities:
         await self.orders.save(
             order, metadata=event_metadata(req.ctx), id_prefix=id_prefix(req.ctx)
         )
-        self.faults.after_commit("cancel_order")
+        await self.faults.after_commit("cancel_order")
         return order.status
 
     @activity.defn(name="ship_order")

@@ -153,7 +153,7 @@ class PaymentActivities:
         await on_conflict_retry(record)
         if not decision.approved:
             raise _declined(req.order_id, decision.reason)
-        self.faults.after_commit("charge_payment")
+        await self.faults.after_commit("charge_payment")
         return Charged(decision.payment_id, req.amount_cents)
 
     @activity.defn(name="refund_payment")
@@ -172,7 +172,7 @@ class PaymentActivities:
         await self.payments.save(
             payment, metadata=event_metadata(req.ctx), id_prefix=id_prefix(req.ctx)
         )
-        self.faults.after_commit("refund_payment")
+        await self.faults.after_commit("refund_payment")
         return amount
 
 

@@ -106,7 +106,7 @@ class ReturnActivities:
             return ret
 
         ret = await on_conflict_retry(open_stream)
-        self.faults.after_commit("open_return")
+        await self.faults.after_commit("open_return")
         return ReturnOpenedResult(
             [PricedReturnLine(li.sku, li.quantity, li.unit_price_cents) for li in ret.lines],
             ret.total_cents,
@@ -183,7 +183,7 @@ class ReturnActivities:
             return True
 
         restocked = await on_conflict_retry(attempt)
-        self.faults.after_commit("restock_return")
+        await self.faults.after_commit("restock_return")
         return restocked
 
     @activity.defn(name="unstock_return")
@@ -258,7 +258,7 @@ class ReturnActivities:
 
         await on_conflict_retry(record_payment)
         await on_conflict_retry(record_return)
-        self.faults.after_commit("refund_return")
+        await self.faults.after_commit("refund_return")
         return req.amount_cents
 
     @activity.defn(name="notify_return")

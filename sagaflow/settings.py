@@ -145,6 +145,8 @@ class Settings(BaseSettings):
     worker_graceful_shutdown_s: float = Field(default=30.0, ge=0)
     # Fault injection for tests: "<activity name>" commits its events, then fails once.
     fault_commit_then_fail: str = Field(default="", description="off when empty")
+    # "<activity name>" commits its events, then hangs until the worker is killed.
+    fault_hang_after_commit: str = Field(default="", description="off when empty")
 
     # --- streaming settings (issue 5): add relay/projection/Kafka fields below this line ---
     kafka_topic: str = Field(default="sagaflow.events", description="topic of all events")

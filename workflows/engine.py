@@ -158,7 +158,7 @@ class SagaWorkflow:
     async def cancel(self, request: CancelRequest) -> str:
         """Cancel: everything done so far is compensated; returns the status after."""
         saga = self.saga
-        saga.cancel_reason = request.reason
+        saga.request_cancel(request.reason)
         await workflow.wait_condition(
             lambda: (
                 saga.current_status in (STATUS_COMPENSATED, STATUS_PARKED)
@@ -251,8 +251,8 @@ class LinearSagaWorkflow(SagaWorkflow):
         await saga.start()
         results: dict[str, Any] = {}
         try:
+            # run_step checks for a cancel before each step (see SagaState.check_cancelled).
             for step in self.definition.steps:
-                saga.check_cancelled()
                 ctx = StepContext(saga.saga_id, step.name, saga_input, results)
                 assert step.action is not None, f"step {step.name} has no action"
                 results[step.name] = await saga.run_step(

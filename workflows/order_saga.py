@@ -199,8 +199,8 @@ class OrderSagaWorkflow(SagaWorkflow):
 
     async def _reserve_stock(self) -> None:
         order_id = self._input.order_id
+        # run_step checks for a cancel before each step (see SagaState.check_cancelled).
         for line in self._input.lines:
-            self.saga.check_cancelled()
             step = f"reserve:{line.sku}"
             reserved = await self.saga.run_step(
                 step,
@@ -223,7 +223,6 @@ class OrderSagaWorkflow(SagaWorkflow):
         await self.saga.set_key("OrderTotal", self._total / 100)
 
     async def _charge_payment(self) -> None:
-        self.saga.check_cancelled()
         order_id = self._input.order_id
         self._charged = await self.saga.run_step(
             "charge",
@@ -237,7 +236,6 @@ class OrderSagaWorkflow(SagaWorkflow):
         )
 
     async def _create_order(self) -> None:
-        self.saga.check_cancelled()
         assert self._charged is not None
         order_id = self._input.order_id
         await self.saga.run_step(
@@ -255,7 +253,8 @@ class OrderSagaWorkflow(SagaWorkflow):
             compensation_arg=CancelOrder(self._ctx("cancel_order"), order_id, "saga compensated"),
             compensation_options=self._undo,
         )
-        self.saga.check_cancelled()
+        # The confirmation (a regular activity) is the next command.
+        self.saga.check_cancelled(durable_next=not self._notify.local)
 
     async def _send_confirmation(self) -> None:
         """Confirm through the notification port; a failure never undoes the order."""

@@ -152,7 +152,6 @@ class ReturnSagaWorkflow(SagaWorkflow):
                 await self._close(expired=True)
                 return await self._compensate("receive deadline passed", EXPIRED)
             await self._restock()
-            saga.check_cancelled()
             await self._refund_return()
         except (FailureError, SagaAborted) as err:
             return await self._compensate(self._reason(err))
@@ -204,7 +203,7 @@ class ReturnSagaWorkflow(SagaWorkflow):
             )
         except TimeoutError:
             return False
-        saga.check_cancelled()
+        saga.check_cancelled(durable_next=not self._step.local)
         await execute(
             acts.receive_return,
             ReceiveReturn(self._ctx("receive"), self._input.return_id),
@@ -233,8 +232,8 @@ class ReturnSagaWorkflow(SagaWorkflow):
 
     async def _restock(self) -> None:
         i = self._input
+        # run_step checks for a cancel before each step (see SagaState.check_cancelled).
         for line in i.lines:
-            self.saga.check_cancelled()
             step = f"restock:{line.sku}"
             await self.saga.run_step(
                 step,

@@ -96,6 +96,10 @@ ENGINE_PATCH = "sagaflow-engine-1"
 Why a patch: sagas started before the engine have histories without these commands;
 ``workflow.patched`` returns False when replaying them, so they replay unchanged."""
 
+CANCEL_AT_DURABLE_PATCH = "sagaflow-cancel-at-durable-1"
+"""Patch id of the rule that a cancel delivered in the current workflow task waits for
+the next durable command (see :meth:`SagaState.check_cancelled`)."""
+
 # Compensation log states the query shows (see CompensationEntry).
 PENDING, RUNNING, DONE, PARKED, RETRYING, RESOLVED, SKIPPED = (
     "pending",
@@ -230,6 +234,8 @@ class Saga:
         self.status = STATUS_RUNNING
         self.failure = ""
         self.cancel_reason: str | None = None
+        #: the history length of the workflow task that delivered the cancel
+        self._cancel_task = 0
         #: whether this run has the engine's additions (False when replaying older runs)
         self.engine_features = False
         self._journal = journal
@@ -288,6 +294,7 @@ class Saga:
         compensation = compensation or declared.compensation
         if declared.kind is COMPENSATABLE and compensation is None:
             raise SagaDefinitionError(f"{where}: a compensatable step needs a compensation")
+        self.check_cancelled(durable_next=not options.local)
         if compensation is not None:
             # Why before the action: if the action commits and then times out, its
             # outcome is unknown; the (idempotent) compensation must still run.
@@ -359,15 +366,38 @@ class Saga:
             await self._record("SagaStepCompleted", step=name, buffer=True)
             return result
 
-    def check_cancelled(self) -> None:
-        """Raise SagaAborted when a cancel was accepted (call between steps).
+    def request_cancel(self, reason: str) -> None:
+        """Accept a cancel (the cancel update calls this); :meth:`check_cancelled` acts."""
+        self.cancel_reason = reason
+        self._cancel_task = workflow.info().get_current_history_length()
+
+    def check_cancelled(self, *, durable_next: bool = False) -> None:
+        """Raise SagaAborted when a cancel is due (call between steps).
+
+        ``durable_next``: the next command is durable (a regular activity, a timer, a
+        wait). Why it matters: a local activity commits before the workflow task that
+        ran it completes. If that task is lost (the worker dies), Temporal retries it
+        from the history before it, and a cancel that arrived meanwhile is delivered
+        in the retry. The lost attempt may already have run (and committed) every
+        local step up to its next durable command; stopping before them would orphan
+        those commits, since no compensation is registered for a step this history
+        never ran. So a cancel delivered in the current workflow task is due only
+        right before a durable command; one delivered in an earlier task (every
+        attempt of this task has seen it) is due at once. :meth:`run_step` calls this
+        before every step, so a saga only needs it before commands of its own.
 
         A cancel accepted while the pivot was in flight is too late once the pivot
         commits: the saga goes forward (the cancel update answers so), never
         compensates across it. Found by the test kit (trip/charge_traveler/cancel).
         """
-        if self.cancel_reason is not None and not self.pivot_committed:
-            raise SagaAborted(f"cancelled: {self.cancel_reason}")
+        if self.cancel_reason is None or self.pivot_committed:
+            return
+        same_task = workflow.info().get_current_history_length() == self._cancel_task
+        # Why the patch check only here: runs recorded before this rule aborted at
+        # once; they replay so (no marker), new runs record the marker when deferring.
+        if same_task and not durable_next and workflow.patched(CANCEL_AT_DURABLE_PATCH):
+            return
+        raise SagaAborted(f"cancelled: {self.cancel_reason}")
 
     async def complete(self, status: str = STATUS_COMPLETED) -> None:
         """Record SagaCompleted: every step succeeded; compensations stay registered.

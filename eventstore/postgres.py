@@ -3,10 +3,12 @@
 Appends call the ``sagaflow_append`` function (see the migration), which checks
 idempotency and the expected version and inserts in one statement, so each append
 is a single-statement transaction. The feed reads rows whose writing transaction
-is below the oldest still-running one (``pg_snapshot_xmin``), ordered by
-``(epoch, tx_id, global_position)``: an event whose transaction commits late is
-read when it commits, never skipped, and writers never wait for each other
-except on the same stream.
+is below the oldest still-running one that may append (the horizon, see
+``_HORIZON``), ordered by ``(epoch, tx_id, global_position)``: an event whose
+transaction commits late is read when it commits, never skipped, and writers never
+wait for each other except on the same stream. Transactions that never append (a
+projection's batch) declare it first (:func:`declare_no_append`) and do not hold the
+feed back.
 """
 
 from __future__ import annotations
@@ -44,12 +46,37 @@ _APPEND = "SELECT * FROM sagaflow_append(%s, %s, %s, %s, %s::jsonb)"
 _READ_STREAM = (
     f"SELECT {_COLUMNS} FROM events WHERE stream_id = %s AND version >= %s ORDER BY version"
 )
+#: The advisory lock that marks a transaction which never appends (migration 0009).
+NO_APPEND_LOCK = (1396787009, 1)
+_MARKED = f"""
+SELECT l.pid FROM pg_locks l
+WHERE l.locktype = 'advisory' AND l.classid = {NO_APPEND_LOCK[0]}
+  AND l.objid = {NO_APPEND_LOCK[1]} AND l.objsubid = 2 AND l.granted
+"""
+# The horizon: the oldest transaction running in this statement's snapshot that is
+# not marked as never appending, or the snapshot's xmax when there is none. Every
+# transaction below it has finished (its rows, if committed, are visible to this very
+# snapshot) or is marked and has no rows. Why this is safe although pg_locks and
+# pg_stat_activity are read after the snapshot was taken: a marked transaction that
+# ends in between is simply not excluded (a horizon too low, never too high); a
+# transaction marks itself before its first write and cannot append once marked
+# (sagaflow_append refuses), and backend_xid is its top-level xid, the one its rows
+# would carry. The comparison is on the low 32 bits: backend_xid is an ``xid``
+# (``%%``: the text is a parametrised query).
+_HORIZON = f"""(
+    SELECT coalesce(min(x), pg_snapshot_xmax(pg_current_snapshot()))
+    FROM pg_snapshot_xip(pg_current_snapshot()) AS x
+    WHERE x::text::bigint %% 4294967296 NOT IN (
+        SELECT a.backend_xid::text::bigint FROM pg_stat_activity a
+        WHERE a.backend_xid IS NOT NULL AND a.pid IN ({_MARKED})
+    )
+)"""
 # Why both conditions: rows of earlier epochs are all committed; in the current
-# epoch only transactions below the snapshot's xmin are certainly finished.
+# epoch only transactions below the horizon are certainly finished.
 _READ_FEED = f"""
 SELECT {_COLUMNS} FROM events
 WHERE (epoch, tx_id, global_position) > (%s, %s::text::xid8, %s)
-  AND (epoch < %s OR tx_id < pg_snapshot_xmin(pg_current_snapshot()))
+  AND (epoch < %s OR tx_id < {_HORIZON})
 ORDER BY epoch, tx_id, global_position
 LIMIT %s
 """
@@ -58,7 +85,7 @@ LIMIT %s
 # in SQL: parsing ``data`` into Python objects only to serialise them again was most
 # of the relay's CPU. json_build_object (not jsonb) keeps the envelope's key order;
 # ``recorded_at`` is rendered once, in UTC with microseconds, for body and headers.
-_READ_FEED_ENCODED = """
+_READ_FEED_ENCODED = f"""
 SELECT e.epoch, e.tx_id::text::bigint, e.global_position, e.event_id::text, e.event_type,
        e.schema_version, e.stream_id, e.stream_type, e.version, t.at, e.metadata,
        json_build_object(
@@ -73,10 +100,20 @@ FROM events e,
      LATERAL (SELECT to_char(e.recorded_at AT TIME ZONE 'UTC',
                              'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"') AS at) t
 WHERE (e.epoch, e.tx_id, e.global_position) > (%s, %s::text::xid8, %s)
-  AND (e.epoch < %s OR e.tx_id < pg_snapshot_xmin(pg_current_snapshot()))
+  AND (e.epoch < %s OR e.tx_id < {_HORIZON})
 ORDER BY e.epoch, e.tx_id, e.global_position
 LIMIT %s
 """
+
+
+async def declare_no_append(conn: psycopg.AsyncConnection[Any]) -> None:
+    """Mark the open transaction on ``conn`` as never appending events.
+
+    Call it as the transaction's first statement (it refuses after a write). The
+    feed's horizon then ignores the transaction, so a long read-model batch no longer
+    holds back the events appended meanwhile; an append in it is refused.
+    """
+    await conn.execute("SELECT sagaflow_declare_no_append()")
 
 
 def _encoded(row: tuple[Any, ...]) -> EncodedEvent:
@@ -319,12 +356,12 @@ class PostgresEventStore(EventStore):
     async def feed_status(self) -> FeedStatus:
         async with self.pool.connection() as conn:
             cur = await conn.execute(
-                """
+                f"""
                 SELECT (SELECT coalesce(max(global_position), 0) FROM events),
                        coalesce(extract(epoch FROM now() - min(xact_start)), 0)
                 FROM pg_stat_activity
                 WHERE backend_xid IS NOT NULL AND datname = current_database()
-                  AND pid <> pg_backend_pid()
+                  AND pid <> pg_backend_pid() AND pid NOT IN ({_MARKED})
                 """
             )
             row = await cur.fetchone()

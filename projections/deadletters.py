@@ -11,6 +11,7 @@ from typing import Any
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
+from eventstore.postgres import declare_no_append
 from eventstore.upcasting import Upcasters
 from projections.engine import (
     BadMessage,
@@ -116,6 +117,7 @@ async def _resolve(
     replay: bool,
 ) -> Resolution:
     async with pool.connection() as conn, conn.transaction():
+        await declare_no_append(conn)
         cur = conn.cursor(row_factory=dict_row)
         await cur.execute(
             "SELECT consumer, status FROM dead_letters WHERE id = %s", (dead_letter_id,)

@@ -37,6 +37,7 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
 from eventstore.envelope import EventStoreError, RecordedEvent
+from eventstore.postgres import declare_no_append
 from eventstore.upcasting import Upcasters
 from projections.handlers import Conn, Pair, Projection
 from streaming.transport import Checkpoint, Message, Position, Subscriber
@@ -465,6 +466,8 @@ class Projector:
         # back the event feed for the relay (the feed is read below the oldest one).
         # The server still runs the statements in order, each after the one before.
         async with self.pool.connection() as conn, conn.pipeline(), conn.transaction():
+            # First: this batch never appends, so the feed need not wait for it.
+            await declare_no_append(conn)
             # Why shared: batches of different partitions run side by side; replay and
             # skip take this lock exclusively so no message is parked behind their back.
             await conn.execute("SELECT pg_advisory_xact_lock_shared(%s)", (self.lock_key,))
@@ -564,6 +567,7 @@ class Projector:
         )
         if letter.stream_id is not None and letter.version is not None:
             async with self.pool.connection() as conn, conn.transaction():
+                await declare_no_append(conn)
                 await conn.execute(
                     "INSERT INTO projection_retries (consumer, stream_id, version, attempts, error)"
                     " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (consumer, stream_id) DO UPDATE"
@@ -609,6 +613,7 @@ class Projector:
                 },
             )
         async with self.pool.connection() as conn, conn.transaction():
+            await declare_no_append(conn)
             await conn.execute("SELECT pg_advisory_xact_lock_shared(%s)", (self.lock_key,))
             await store_dead_letter(conn, letter)
             if letter.stream_id is not None:

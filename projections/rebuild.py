@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from psycopg import sql
 
 from eventstore.envelope import START, FeedCursor, RecordedEvent
-from eventstore.postgres import PostgresEventStore
+from eventstore.postgres import PostgresEventStore, declare_no_append
 from projections.engine import BadMessage, Message, Position, apply_events, decode_message
 from projections.handlers import Conn, Pair, Projection
 
@@ -42,7 +42,10 @@ async def rebuild(
     pool = store.pool
     tables = {t: t + SUFFIX for t in projection.tables}
     marks = f"projection_watermarks{SUFFIX}_{projection.name}"
+    # Why every transaction here declares it never appends: a rebuild's long batches
+    # must not hold back the feed the live projector and the relay read.
     async with pool.connection() as conn, conn.transaction():
+        await declare_no_append(conn)
         for live, fresh in [*tables.items(), ("projection_watermarks", marks)]:
             await conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(fresh)))
             await conn.execute(
@@ -63,12 +66,14 @@ async def rebuild(
         if not batch:
             break
         async with pool.connection() as conn, conn.transaction():
+            await declare_no_append(conn)
             await _apply(conn, store, projection, batch, tables, marks, skipped)
         cursor = batch[-1].cursor
         done += len(batch)
         if progress:
             progress(done, max(total, done))
     async with pool.connection() as conn, conn.transaction():
+        await declare_no_append(conn)
         # Why this lock order: the projector locks watermark rows before it writes the
         # model's tables; taking the watermarks first here too rules out a deadlock.
         await conn.execute("LOCK TABLE projection_watermarks IN EXCLUSIVE MODE")

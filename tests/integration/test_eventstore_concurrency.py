@@ -14,7 +14,7 @@ import pytest
 
 from domain.events import OrderCreated
 from eventstore import START, ConcurrencyError, FeedCursor, NewEvent
-from eventstore.postgres import PostgresEventStore
+from eventstore.postgres import PostgresEventStore, declare_no_append
 
 pytestmark = pytest.mark.integration
 
@@ -104,6 +104,23 @@ async def _writer(
             committed.update(map(str, ids))
 
 
+async def _read_model_writer(url: str, writer_no: int, deadline: float) -> int:
+    """A projection-like writer: declares it never appends, writes rows, holds open.
+
+    Its transactions must not hold back the feed, and excluding them from the horizon
+    must not make the feed skip any appender's event."""
+    rng = random.Random(1000 + writer_no)
+    held = 0
+    async with await psycopg.AsyncConnection.connect(url) as conn:
+        while time.monotonic() < deadline:
+            async with conn.transaction():
+                await declare_no_append(conn)
+                await conn.execute("INSERT INTO read_model_scratch VALUES (%s)", (writer_no,))
+                await asyncio.sleep(rng.uniform(0.0, 0.8))
+                held += 1
+    return held
+
+
 async def _tail_feed(store: PostgresEventStore, stop: asyncio.Event, seen: list) -> None:
     cursor = START
     while not stop.is_set():
@@ -148,13 +165,18 @@ async def test_the_feed_sees_every_committed_event_once_while_a_naive_reader_mis
             asyncio.create_task(_tail_feed(store, stop, seen)),
             asyncio.create_task(_tail_naively(database_url, stop, naive)),
         ]
+        async with store.pool.connection() as conn:
+            await conn.execute("CREATE TABLE read_model_scratch (writer integer)")
         deadline = time.monotonic() + 5.0
-        await asyncio.gather(
+        *_, marked_a, marked_b = await asyncio.gather(
             *(
                 _writer(database_url, store.epoch, w, deadline, committed, rolled_back)
                 for w in range(8)
-            )
+            ),
+            _read_model_writer(database_url, 0, deadline),
+            _read_model_writer(database_url, 1, deadline),
         )
+        assert marked_a and marked_b, "the read-model writers never ran"
         # Let the feed reader catch up with the last commits, bounded.
         catch_up = time.monotonic() + 15
         while len(seen) < len(committed) and time.monotonic() < catch_up:  # noqa: ASYNC110

@@ -75,6 +75,28 @@ LINKS: dict[tuple[str, str], dict[str, tuple[str, dict[str, str], Any]]] = {
         "GetReturn": ("get_return", _RETURN, None),
         "ReceiveReturn": ("receive_return", _RETURN, None),
     },
+    # A saga type's input cannot be generated from the schema (it is the type's own
+    # model); a trip is self-contained (no catalogue), so the link gives one whole.
+    # The same trip id again is the same saga (202), so repeats add no workflows.
+    ("saga_types", "200"): {
+        "StartTrip": (
+            "start_saga",
+            {"saga_type": "TripSaga"},
+            WholeBody(
+                {
+                    "trip_id": "t-links",
+                    "traveler_id": "tr-links",
+                    "origin": "LIS",
+                    "destination": "OSL",
+                    "depart_on": "2027-03-01",
+                    "return_on": "2027-03-08",
+                    "flight_cents": 30000,
+                    "hotel_cents": 70000,
+                    "car_cents": 20000,
+                }
+            ),
+        ),
+    },
     ("start_saga", "202"): _saga_ops("$response.body#/saga_id"),
     ("list_sagas", "200"): _saga_ops("$response.body#/items/0/saga_id"),
     ("register_product", "201"): {

@@ -24,3 +24,23 @@ def test_every_route_has_a_summary_and_documents_its_errors() -> None:
             if path not in ("/health", "/ready", "/metrics"):
                 assert {"401", "403", "422"} <= set(op["responses"]), f"{method} {path}"
     assert "Problem" in schema["components"]["schemas"]
+
+
+def test_every_link_names_a_real_operation_and_its_parameters() -> None:
+    schema = openapi_schema()
+    ops = {op["operationId"]: op for methods in schema["paths"].values() for op in methods.values()}
+    links = 0
+    for source in ops.values():
+        for response in source["responses"].values():
+            for name, link in response.get("links", {}).items():
+                links += 1
+                target = ops[link["operationId"]]
+                names = {p["name"] for p in target.get("parameters", [])}
+                assert set(link["parameters"]) <= names, name
+                required = {p["name"] for p in target.get("parameters", []) if p["in"] == "path"}
+                assert required <= set(link["parameters"]), name
+                for expression in link["parameters"].values():
+                    if expression.startswith("$request.path."):
+                        own = {p["name"] for p in source.get("parameters", [])}
+                        assert expression.removeprefix("$request.path.") in own, name
+    assert links >= 30

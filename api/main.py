@@ -8,11 +8,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
 from api.console import ConsoleState, install_console
 from api.container import Container
 from api.contract import refine
+from api.deps import single_valued_query
 from api.errors import install_error_handlers, problem_response
 from api.routes import health, operations, orders, products, returns, sagas
 from eventstore.postgres import PostgresEventStore
@@ -118,6 +119,7 @@ def create_app(settings: Settings) -> FastAPI:
         # Operation ids are the route functions' names: the links in the schema
         # (api/contract.py) and generated clients refer to them.
         generate_unique_id_function=lambda route: route.name,
+        dependencies=[Depends(single_valued_query)],
     )
     install_error_handlers(app)
     for module in (orders, returns, products, sagas, operations, health):

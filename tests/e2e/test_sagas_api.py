@@ -117,6 +117,15 @@ async def test_refusals_are_404_422_and_409_and_write_nothing(http: httpx.AsyncC
     assert (await http.get("/sagas/bad-1")).status_code == 404
     assert (await http.get("/sagas/bad-1/events")).status_code == 404
     assert (await http.get("/sagas", params={"key": "nocolon"})).status_code == 422
+    # A scalar parameter given twice is refused, not silently cut to its last value
+    # (schemathesis found ?limit=true&limit=5 answered 200).
+    for path, name in (("/sagas/parked", "limit"), ("/sagas", "page_size")):
+        twice = await http.get(path, params=[(name, "1"), (name, "2")])
+        assert twice.status_code == 422, (path, twice.text)
+        assert twice.json()["errors"] == [
+            {"field": name, "message": "given 2 times; it takes one value"}
+        ]
+        assert (await http.get(path, params={name: "2"})).status_code == 200
     assert (await http.get("/sagas/nope-404")).status_code == 404
     assert (await http.get("/sagas/nope-404/plan")).status_code == 404
     for action, body in (

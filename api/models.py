@@ -17,7 +17,9 @@ NONBLANK = r"^[^\x00]*[^\x00\x1c-\x1f\x85\s][^\x00]*$"
 FS/GS/RS/US and NEL: inputs are stripped with Python's ``str.strip``, which removes
 them, while a JSON-Schema (ECMA) whitespace class does not match them."""
 
-TOKEN_PATTERN = r"^[0-9]+~[^~]+~[0-9]+$"
+# The shape ConsistencyToken.decode accepts, exactly: a bigint-sized position and
+# version around a stream id in the event store's alphabet (eventstore.envelope).
+TOKEN_PATTERN = r"^[0-9]{1,19}~[A-Za-z0-9._:@/-]{1,200}~[0-9]{1,19}$"
 """A consistency token: ``<global_position>~<stream_id>~<version>``."""
 ID_PATTERN = r"^[A-Za-z0-9._-]+$"
 

@@ -31,7 +31,14 @@ from application.errors import (
 from domain.commands import OrderLine, PlaceOrder, require_known_skus, validate_place_order
 from domain.events import order_stream
 from domain.saga_events import saga_stream
-from eventstore import ANY_VERSION, EventStore, NewEvent, deterministic_event_id
+from eventstore import (
+    ANY_VERSION,
+    EventStore,
+    InvalidStreamId,
+    NewEvent,
+    deterministic_event_id,
+)
+from eventstore.envelope import check_stream_id
 from projections import queries
 from sagaflow.settings import Settings
 from workflows import client as sagas
@@ -72,9 +79,23 @@ class ConsistencyToken:
     def decode(token: str) -> tuple[int, str, int]:
         """Parse a token; InvalidConsistencyToken when malformed."""
         parts = token.split("~")
-        if len(parts) != 3 or not parts[0].isdigit() or not parts[2].isdigit() or not parts[1]:
+        if len(parts) != 3 or not (_is_number(parts[0]) and _is_number(parts[2])):
             raise InvalidConsistencyToken(token)
+        try:
+            # Why check the stream id here: it goes into a query, and a NUL in it was a
+            # 500 from PostgreSQL (schemathesis); every malformed token must be a 422.
+            check_stream_id(parts[1])
+        except InvalidStreamId:
+            raise InvalidConsistencyToken(token) from None
         return int(parts[0]), parts[1], int(parts[2])
+
+
+def _is_number(text: str) -> bool:
+    """ASCII digits, at most 19 (a bigint; the API's TOKEN_PATTERN says the same).
+
+    ``str.isdigit`` alone also takes "²", which ``int()`` then refuses.
+    """
+    return 0 < len(text) <= 19 and text.isascii() and text.isdigit()
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ import httpx
 import pytest
 
 from api.auth import principal_of
+from bench.schemathesis_run import seed_dead_letter
 from sagaflow.stack import Stack
 from tests.e2e.conftest import KEY, READER, eventually, key_whose_order
 from tests.e2e.test_api import place, product, saga_status
@@ -213,33 +214,12 @@ async def test_a_parked_compensation_is_retried_from_the_inbox_and_the_action_re
 
 async def _dead_letter(stack: Stack, http: httpx.AsyncClient) -> int:
     """A dead letter of a real, already projected event (as a poison message leaves one)."""
-    import psycopg
-
-    from eventstore import RecordedEvent
-    from projections.engine import dead_letter_for, store_dead_letter
-    from streaming.transport import Message, Position
-
-    sku = await product(http)
-    events = await http.get(f"/orders/{(await place(http, sku)).json()['order_id']}/events")
-    recorded = RecordedEvent.from_envelope(
-        (await eventually(lambda: _events_when_any(http, events.url.path))).pop(0)
+    return await seed_dead_letter(
+        http,
+        stack.env["SAGAFLOW_DATABASE_URL"],
+        stack.env["SAGAFLOW_PROJECTOR_GROUP"],
+        idempotency_key=lambda: key_whose_order(False),
     )
-    message = Message(
-        Position("console-test", 0, recorded.global_position), recorded.stream_id, recorded=recorded
-    )
-    consumer = stack.env["SAGAFLOW_PROJECTOR_GROUP"]
-    letter = dead_letter_for(consumer, message, "order_summary", "console test: poison", 3)
-    async with await psycopg.AsyncConnection.connect(
-        stack.env["SAGAFLOW_DATABASE_URL"], autocommit=True
-    ) as conn:
-        await store_dead_letter(conn, letter)
-    rows = (await http.get("/dead-letters")).json()
-    return max(r["id"] for r in rows if r["stream_id"] == recorded.stream_id)
-
-
-async def _events_when_any(http: httpx.AsyncClient, path: str) -> list[dict[str, Any]] | None:
-    resp = await http.get(path)
-    return resp.json() if resp.status_code == 200 and resp.json() else None
 
 
 async def test_a_dead_letter_is_replayed_from_the_inbox_and_the_action_recorded(
@@ -249,7 +229,7 @@ async def test_a_dead_letter_is_replayed_from_the_inbox_and_the_action_recorded(
     page = await _page(browser, stack)
     await page.goto("/console/inbox")
     row = page.locator(f"tr[data-dead-letter='{dead_letter_id}']")
-    assert "console test: poison" in await row.inner_text()
+    assert "seeded: poison" in await row.inner_text()
     await _shot(page, "inbox-dead-letter")
     await row.locator("[data-action=replay]").click()
     assert f"replay dead-letter {dead_letter_id}: replayed" in await page.inner_text(".flash.ok")

@@ -1,0 +1,431 @@
+"""Whole-stack cost per settled order, every process metered, beside a bare workflow.
+
+    python -m bench.stack [--quick] [--transports kafka,embedded] [--orders N]
+                          [--concurrency C] [--rate R] [--repeats K]
+
+Per transport, a stack as ``sagaflow dev`` runs it (API, worker, relay unless
+embedded, projector, PostgreSQL, Temporal, the broker), each its own process. Orders
+go in through HTTP and the benchmark waits for every saga to settle on the saga read
+model (``GET /sagas``, as ``sagaflow demo`` does: no Temporal query in the loop).
+Each repeat measures, interleaved:
+
+* ``seq``: orders one at a time, accept → settled p50 (read-model timestamps);
+* ``load``: N orders at a fixed concurrency: per process, CPU seconds (utime + stime
+  from /proc, the whole process tree; PostgreSQL's backends, live and reaped,
+  included) over settled orders; orders/s; accept → settled p50/p99;
+* ``rate``: N orders offered at a fixed rate (open loop): p50/p99;
+* ``bare``: on the same Temporal server and PostgreSQL, a bare workflow of four local
+  activities doing one INSERT each (``bench.baseline_workflow``), its worker in a
+  process of its own, metered the same way (worker, Temporal, PostgreSQL) at the
+  same concurrency, and sequentially.
+
+While one side is measured the other side's processes are stopped (SIGSTOP), so
+neither is billed for the other's idle polling. Resident memory per process before
+and after. Median and spread (max - min) over the repeats, a table, and last
+``RESULT {json}`` (``stack.cpu_ms_per_order``, ``stack.<process>.cpu_ms_per_order``,
+``stack.orders_per_s``, ``stack.seq_p50_ms``, ``stack.p99_ms``, ``bare.cpu_ms_per_wf``,
+``bare.wf_per_s``, ...; with several transports, keys are prefixed ``<transport>.``).
+The load generator and the Temporal client of the bare run are not metered.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+
+from bench.saga import percentile
+from sagaflow.demo import Outcomes, _order_body, _seed, _ts
+from sagaflow.settings import DEV_API_KEY, load_settings
+from sagaflow.stack import Stack
+
+SAGA_PROCESSES = ("api", "worker", "relay", "projector")
+SETTLED_OK = {"awaiting_shipment", "shipped", "delivered"}
+
+
+def tree_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) of ``pid`` and its descendants, reaped ones included."""
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+        total = root.cpu_times().children_user + root.cpu_times().children_system
+    except psutil.NoSuchProcess:
+        return 0.0
+    for proc in procs:
+        try:
+            times = proc.cpu_times()
+        except psutil.NoSuchProcess:
+            continue  # exited between the listing and the read: its parent reaps it
+        total += times.user + times.system
+    return total
+
+
+def tree_rss_mb(pid: int) -> float:
+    """Resident memory of ``pid`` and its descendants, in MiB."""
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return 0.0
+    total = 0
+    for proc in procs:
+        try:
+            total += proc.memory_info().rss
+        except psutil.NoSuchProcess:
+            continue
+    return total / 2**20
+
+
+@contextmanager
+def paused(pids: list[int]) -> Iterator[None]:
+    """SIGSTOP ``pids`` (their process trees) for the block, SIGCONT after."""
+    procs: list[psutil.Process] = []
+    for pid in pids:
+        try:
+            root = psutil.Process(pid)
+            procs += [root, *root.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            continue
+    for proc in procs:
+        proc.send_signal(signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        for proc in procs:
+            try:
+                proc.send_signal(signal.SIGCONT)
+            except psutil.NoSuchProcess:
+                continue
+
+
+class Meter:
+    """CPU seconds per named process tree between ``start`` and ``stop``."""
+
+    def __init__(self, pids: dict[str, int]) -> None:
+        self.pids = pids
+        self.before: dict[str, float] = {}
+
+    def start(self) -> None:
+        self.before = {name: tree_cpu_s(pid) for name, pid in self.pids.items()}
+
+    def stop(self) -> dict[str, float]:
+        return {name: tree_cpu_s(pid) - self.before[name] for name, pid in self.pids.items()}
+
+
+async def drive(
+    http: httpx.AsyncClient,
+    n: int,
+    *,
+    concurrency: int | None = None,
+    rate: float | None = None,
+    seed: int = 7,
+) -> dict[str, Any]:
+    """Place ``n`` orders (``concurrency`` at a time, or offered at ``rate``/s) and wait
+    until each settles on the read model; latencies from its timestamps."""
+    rng = random.Random(seed)
+    started_wall = time.time()
+    outcomes = Outcomes(http, started_wall)
+    accepted: set[str] = set()
+    limit = asyncio.Semaphore(concurrency or n)
+
+    async def place_one() -> None:
+        body, _ = _order_body(rng)
+        async with limit:
+            resp = await http.post(
+                "/orders", json=body, headers={"Idempotency-Key": uuid.uuid4().hex}
+            )
+        resp.raise_for_status()
+        accepted.add(resp.json()["order_id"])
+
+    async def offered() -> None:
+        tasks = []
+        for i in range(n):
+            # Open loop: the schedule does not wait for answers.
+            await asyncio.sleep(max(0.0, started + i / (rate or 1.0) - time.monotonic()))
+            tasks.append(asyncio.create_task(place_one()))
+        await asyncio.gather(*tasks)
+
+    started = time.monotonic()
+
+    async def closed() -> None:
+        await asyncio.gather(*(place_one() for _ in range(n)))
+
+    placing = asyncio.ensure_future(offered() if rate else closed())
+    deadline = started + 120 + n
+    while time.monotonic() < deadline:
+        await outcomes.poll(accepted - set(outcomes.settled))
+        if placing.done() and len(outcomes.settled) >= len(accepted):
+            break
+        await asyncio.sleep(0.1)
+    await placing
+    elapsed = time.monotonic() - started
+    rows = list(outcomes.settled.values())
+    latencies = [max(0.0, (_ts(r["updated_at"]) - _ts(r["started_at"])) * 1000) for r in rows]
+    last = max((_ts(r["updated_at"]) for r in rows), default=started_wall)
+    return {
+        "settled": len(rows),
+        "completed": sum(r["status"] in SETTLED_OK for r in rows),
+        "unsettled": len(accepted) - len(rows),
+        "seconds": elapsed,
+        # Orders/s over first POST → last settlement (server clock), not the poll.
+        "orders_per_s": len(rows) / max(last - started_wall, 1e-3),
+        "p50_ms": percentile(latencies, 50) if latencies else 0.0,
+        "p99_ms": percentile(latencies, 99) if latencies else 0.0,
+    }
+
+
+BARE_SCHEMA = "CREATE TABLE IF NOT EXISTS bench_rows (id bigserial PRIMARY KEY, key text)"
+
+
+async def _bare_worker(address: str, queue: str, database_url: str) -> None:
+    """The bare workflow's worker: default Worker settings, one small pool."""
+    from psycopg_pool import AsyncConnectionPool
+    from temporalio.client import Client
+    from temporalio.worker import Worker
+
+    from bench.baseline_workflow import BareFourLocalInserts, RowInserter
+
+    async with AsyncConnectionPool(
+        database_url, min_size=4, max_size=10, kwargs={"autocommit": True}, open=False
+    ) as pool:
+        async with pool.connection() as conn:
+            await conn.execute(BARE_SCHEMA)
+        client = await Client.connect(address)
+        stop = asyncio.Event()
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+        inserter = RowInserter(pool)
+        async with Worker(
+            client,
+            task_queue=queue,
+            workflows=[BareFourLocalInserts],
+            activities=[inserter.insert_row],
+        ):
+            print("bare worker ready", flush=True)
+            await stop.wait()
+
+
+async def drive_bare(address: str, queue: str, n: int, concurrency: int) -> dict[str, Any]:
+    """``n`` bare workflows, ``concurrency`` at a time; latency per workflow."""
+    from temporalio.client import Client
+
+    from bench.baseline_workflow import BareFourLocalInserts
+
+    client = await Client.connect(address)
+    limit = asyncio.Semaphore(concurrency)
+    latencies: list[float] = []
+
+    async def one() -> None:
+        async with limit:
+            began = time.perf_counter()
+            await client.execute_workflow(
+                BareFourLocalInserts.run,
+                uuid.uuid4().hex,
+                id=f"bare-{uuid.uuid4().hex}",
+                task_queue=queue,
+            )
+            latencies.append((time.perf_counter() - began) * 1000)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(one() for _ in range(n)))
+    elapsed = time.perf_counter() - started
+    return {
+        "settled": n,
+        "seconds": elapsed,
+        "wf_per_s": n / elapsed,
+        "p50_ms": percentile(latencies, 50),
+        "p99_ms": percentile(latencies, 99),
+    }
+
+
+def _summarise(runs: list[dict[str, float]]) -> dict[str, float]:
+    keys = runs[0].keys()
+    out: dict[str, float] = {}
+    for key in keys:
+        values = [r[key] for r in runs]
+        out[key] = round(statistics.median(values), 2)
+        out[key + "_spread"] = round(max(values) - min(values), 2)
+    return out
+
+
+def bench_transport(transport: str, args: argparse.Namespace, tmp: Path) -> dict[str, float]:
+    """Every measure of one transport (see the module's docstring)."""
+    stack = Stack(
+        load_settings(data_dir=tmp / transport, transport=transport, api_port=0),
+        extra_env={
+            "SAGAFLOW_PAYMENT_DECLINE_RATE": "0",
+            "SAGAFLOW_PAYMENT_TRANSIENT_ERROR_RATE": "0",
+        },
+    )
+    bare: subprocess.Popen[bytes] | None = None
+    try:
+        stack.start()
+        assert stack.services is not None
+        running = stack.services.running
+        saga_pids = {name: proc.pid for name, proc in stack.procs.items()}
+        service_pids = {name: info.pid for name, info in running.items()}
+        address = stack.env["SAGAFLOW_TEMPORAL_ADDRESS"]
+        queue = f"bench-bare-{uuid.uuid4().hex[:6]}"
+        bare = subprocess.Popen(
+            [sys.executable, "-m", "bench.stack", "--bare-worker", address, queue],
+            env={**os.environ, "BENCH_DATABASE_URL": stack.env["SAGAFLOW_DATABASE_URL"]},
+            stdout=subprocess.PIPE,
+        )
+        assert bare.stdout is not None
+        if b"ready" not in bare.stdout.readline():
+            raise RuntimeError("the bare worker did not start")
+        stack_meter = Meter({**saga_pids, **service_pids})
+        bare_meter = Meter(
+            {"bare_worker": bare.pid, "temporal": running["temporal"].pid}
+            | {"postgres": running["postgres"].pid}
+        )
+        rss_before = {n: round(tree_rss_mb(p), 1) for n, p in stack_meter.pids.items()}
+        runs: dict[str, list[dict[str, float]]] = {"stack": [], "bare": []}
+
+        async def repeats() -> None:
+            async with httpx.AsyncClient(
+                base_url=stack.api_url, headers={"X-API-Key": DEV_API_KEY}, timeout=60
+            ) as http:
+                await _seed(http, stock_per_sku=10**6)
+                with paused([bare.pid]):
+                    await drive(http, 20, concurrency=8)  # warm-up
+                with paused(list(saga_pids.values())):
+                    await drive_bare(address, queue, 20, 8)
+                for repeat in range(args.repeats):
+                    figures: dict[str, float] = {}
+                    with paused([bare.pid]):
+                        seq = await drive(http, args.seq, concurrency=1)
+                        stack_meter.start()
+                        load = await drive(http, args.orders, concurrency=args.concurrency)
+                        cpu = stack_meter.stop()
+                        offered = await drive(http, args.orders // 2, rate=args.rate)
+                    settled = max(load["settled"], 1)
+                    figures["cpu_ms_per_order"] = 1000 * sum(cpu.values()) / settled
+                    for name, seconds in cpu.items():
+                        figures[f"{name}.cpu_ms_per_order"] = 1000 * seconds / settled
+                    figures["orders_per_s"] = load["orders_per_s"]
+                    figures["p50_ms"] = load["p50_ms"]
+                    figures["p99_ms"] = load["p99_ms"]
+                    figures["seq_p50_ms"] = seq["p50_ms"]
+                    figures["rate_p50_ms"] = offered["p50_ms"]
+                    figures["rate_p99_ms"] = offered["p99_ms"]
+                    figures["unsettled"] = load["unsettled"] + offered["unsettled"]
+                    runs["stack"].append(figures)
+                    with paused(list(saga_pids.values())):
+                        bare_seq = await drive_bare(address, queue, args.seq, 1)
+                        bare_meter.start()
+                        bare_load = await drive_bare(address, queue, args.orders, args.concurrency)
+                        bare_cpu = bare_meter.stop()
+                    bare_figures = {
+                        "cpu_ms_per_wf": 1000 * sum(bare_cpu.values()) / bare_load["settled"],
+                        "wf_per_s": bare_load["wf_per_s"],
+                        "seq_p50_ms": bare_seq["p50_ms"],
+                        "p99_ms": bare_load["p99_ms"],
+                    }
+                    for name, seconds in bare_cpu.items():
+                        bare_figures[f"{name}.cpu_ms_per_wf"] = (
+                            1000 * seconds / bare_load["settled"]
+                        )
+                    runs["bare"].append(bare_figures)
+                    print(
+                        f"  {transport} repeat {repeat + 1}/{args.repeats}: stack "
+                        f"{figures['cpu_ms_per_order']:.1f} ms CPU/order, "
+                        f"{figures['orders_per_s']:.1f} orders/s, seq p50 "
+                        f"{figures['seq_p50_ms']:.0f} ms, p99 {figures['p99_ms']:.0f} ms; bare "
+                        f"{bare_figures['cpu_ms_per_wf']:.1f} ms CPU/wf, "
+                        f"{bare_figures['wf_per_s']:.1f} wf/s; load avg {os.getloadavg()[0]:.1f}",
+                        flush=True,
+                    )
+
+        asyncio.run(repeats())
+        rss_after = {n: round(tree_rss_mb(p), 1) for n, p in stack_meter.pids.items()}
+    finally:
+        if bare is not None:
+            bare.terminate()
+            bare.wait(timeout=30)
+        stack.stop()
+    result = {f"stack.{k}": v for k, v in _summarise(runs["stack"]).items()}
+    result |= {f"bare.{k}": v for k, v in _summarise(runs["bare"]).items()}
+    result |= {f"stack.{n}.rss_mb_before": v for n, v in rss_before.items()}
+    result |= {f"stack.{n}.rss_mb_after": v for n, v in rss_after.items()}
+    result["ratio.cpu_stack_over_bare"] = round(
+        result["stack.cpu_ms_per_order"] / result["bare.cpu_ms_per_wf"], 2
+    )
+    return result
+
+
+def _table(transport: str, result: dict[str, float]) -> None:
+    print(f"\n{transport}: CPU ms per settled order (median, spread over repeats)")
+    names = sorted(
+        {k.split(".")[1] for k in result if k.endswith(".cpu_ms_per_order") and k.count(".") == 2},
+        key=lambda n: -result[f"stack.{n}.cpu_ms_per_order"],
+    )
+    for name in names:
+        key = f"stack.{name}.cpu_ms_per_order"
+        rss = f"rss {result.get(f'stack.{name}.rss_mb_before', 0):.0f}"
+        rss += f" → {result.get(f'stack.{name}.rss_mb_after', 0):.0f} MiB"
+        print(f"  {name:10} {result[key]:7.1f} ({result[key + '_spread']:.1f})   {rss}")
+    print(
+        f"  {'total':10} {result['stack.cpu_ms_per_order']:7.1f} "
+        f"({result['stack.cpu_ms_per_order_spread']:.1f})   "
+        f"bare 4-local-activity workflow {result['bare.cpu_ms_per_wf']:.1f} "
+        f"({result['bare.cpu_ms_per_wf_spread']:.1f}): ratio "
+        f"{result['ratio.cpu_stack_over_bare']}x"
+    )
+    print(
+        f"  orders/s {result['stack.orders_per_s']} (bare {result['bare.wf_per_s']} wf/s); "
+        f"seq p50 {result['stack.seq_p50_ms']} ms (bare {result['bare.seq_p50_ms']}); "
+        f"p99 under load {result['stack.p99_ms']} ms; at a fixed rate p50 "
+        f"{result['stack.rate_p50_ms']}, p99 {result['stack.rate_p99_ms']} ms"
+    )
+
+
+def main() -> None:
+    """Parse arguments; run every transport; print the tables and RESULT."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="60 orders, 1 repeat")
+    parser.add_argument("--transports", default="kafka")
+    parser.add_argument("--orders", type=int, default=300)
+    parser.add_argument("--seq", type=int, default=30, help="sequential orders per repeat")
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--rate", type=float, default=8.0, help="offered orders/s")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--bare-worker", nargs=2, metavar=("ADDRESS", "QUEUE"))
+    args = parser.parse_args()
+    if args.bare_worker:
+        address, queue = args.bare_worker
+        asyncio.run(_bare_worker(address, queue, os.environ["BENCH_DATABASE_URL"]))
+        return
+    if args.quick:
+        args.orders, args.seq, args.repeats = 60, 10, 1
+    transports = [t.strip() for t in args.transports.split(",") if t.strip()]
+    result: dict[str, float] = {}
+    with tempfile.TemporaryDirectory(prefix="sagaflow-bench-stack-") as tmp:
+        for transport in transports:
+            figures = bench_transport(transport, args, Path(tmp))
+            _table(transport, figures)
+            prefix = "" if len(transports) == 1 else f"{transport}."
+            result |= {prefix + k: v for k, v in figures.items()}
+    result["orders"] = args.orders
+    result["concurrency"] = args.concurrency
+    result["repeats"] = args.repeats
+    print("RESULT " + json.dumps(result, sort_keys=True))
+
+
+if __name__ == "__main__":
+    main()

@@ -134,10 +134,12 @@ async def drive(
     *,
     concurrency: int | None = None,
     rate: float | None = None,
+    sequential: bool = False,
     seed: int = 7,
 ) -> dict[str, Any]:
-    """Place ``n`` orders (``concurrency`` at a time, or offered at ``rate``/s) and wait
-    until each settles on the read model; latencies from its timestamps."""
+    """Place ``n`` orders (``concurrency`` at a time, offered at ``rate``/s, or each
+    after the last settled) and wait until each settles on the read model; latencies
+    from the read model's timestamps."""
     rng = random.Random(seed)
     started_wall = time.time()
     outcomes = Outcomes(http, started_wall)
@@ -166,7 +168,18 @@ async def drive(
     async def closed() -> None:
         await asyncio.gather(*(place_one() for _ in range(n)))
 
-    placing = asyncio.ensure_future(offered() if rate else closed())
+    async def one_by_one() -> None:
+        for _ in range(n):
+            await place_one()
+            while accepted - set(outcomes.settled):
+                # Why poll here too: the next order starts only once this one settled.
+                await outcomes.poll(accepted - set(outcomes.settled))
+                await asyncio.sleep(0.02)
+
+    if sequential:
+        placing = asyncio.ensure_future(one_by_one())
+    else:
+        placing = asyncio.ensure_future(offered() if rate else closed())
     deadline = started + 120 + n
     while time.monotonic() < deadline:
         await outcomes.poll(accepted - set(outcomes.settled))
@@ -309,7 +322,7 @@ def bench_transport(transport: str, args: argparse.Namespace, tmp: Path) -> dict
                 for repeat in range(args.repeats):
                     figures: dict[str, float] = {}
                     with paused([bare.pid]):
-                        seq = await drive(http, args.seq, concurrency=1)
+                        seq = await drive(http, args.seq, sequential=True)
                         stack_meter.start()
                         load = await drive(http, args.orders, concurrency=args.concurrency)
                         cpu = stack_meter.stop()

@@ -137,23 +137,28 @@ async def drive(
     sequential: bool = False,
     seed: int = 7,
 ) -> dict[str, Any]:
-    """Place ``n`` orders (``concurrency`` at a time, offered at ``rate``/s, or each
-    after the last settled) and wait until each settles on the read model; latencies
-    from the read model's timestamps."""
+    """Place ``n`` orders (``concurrency`` in flight until settled, offered at
+    ``rate``/s, or each after the last settled) and wait until each settles on the
+    read model; latencies from the read model's timestamps."""
     rng = random.Random(seed)
     started_wall = time.time()
     outcomes = Outcomes(http, started_wall)
     accepted: set[str] = set()
     limit = asyncio.Semaphore(concurrency or n)
 
-    async def place_one() -> None:
+    async def place_one(*, hold: bool = False) -> None:
         body, _ = _order_body(rng)
         async with limit:
             resp = await http.post(
                 "/orders", json=body, headers={"Idempotency-Key": uuid.uuid4().hex}
             )
-        resp.raise_for_status()
-        accepted.add(resp.json()["order_id"])
+            resp.raise_for_status()
+            order_id = resp.json()["order_id"]
+            accepted.add(order_id)
+            # Closed loop: an order is in flight until it settled (the main loop's
+            # poll records that), so ``concurrency`` bounds sagas, not POSTs.
+            while hold and order_id not in outcomes.settled and time.monotonic() < deadline:  # noqa: ASYNC110 (the poll is the main loop's)
+                await asyncio.sleep(0.02)
 
     async def offered() -> None:
         tasks = []
@@ -164,9 +169,10 @@ async def drive(
         await asyncio.gather(*tasks)
 
     started = time.monotonic()
+    deadline = started + 120 + n
 
     async def closed() -> None:
-        await asyncio.gather(*(place_one() for _ in range(n)))
+        await asyncio.gather(*(place_one(hold=True) for _ in range(n)))
 
     async def one_by_one() -> None:
         for _ in range(n):
@@ -180,7 +186,6 @@ async def drive(
         placing = asyncio.ensure_future(one_by_one())
     else:
         placing = asyncio.ensure_future(offered() if rate else closed())
-    deadline = started + 120 + n
     while time.monotonic() < deadline:
         await outcomes.poll(accepted - set(outcomes.settled))
         if placing.done() and len(outcomes.settled) >= len(accepted):

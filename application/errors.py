@@ -44,8 +44,8 @@ class DeadLetterNotResolved(ApplicationError):
 class InvalidConsistencyToken(ApplicationError):
     """A consistency token that is not one this service handed out."""
 
-    def __init__(self, token: str) -> None:
-        super().__init__(f"{token[:80]!r} is not a token")
+    def __init__(self, token: str, why: str = "is not a token") -> None:
+        super().__init__(f"{token[:80]!r} {why}")
 
 
 class Unavailable(ApplicationError):

@@ -328,7 +328,7 @@ async def order_summary(
     reached = True
     if consistency_token:
         _, stream_id, version = ConsistencyToken.decode(consistency_token)
-        reached = await wait_for_write(ctx, stream_id, version)
+        reached = await wait_for_write(ctx, stream_id, version, consistency_token)
     if summaries is None:
         summary = (await queries.order_summaries_json(ctx.pool, [order_id])).get(order_id)
     else:
@@ -385,14 +385,27 @@ async def explain(ctx: Context, outcome: queries.SagaOutcome) -> dict[str, Any]:
     }
 
 
-async def wait_for_write(ctx: Context, stream_id: str, version: int) -> bool:
-    """Wait (bounded by settings) until a read model has applied ``stream_id`` at ``version``."""
+async def wait_for_write(ctx: Context, stream_id: str, version: int, token: str = "") -> bool:
+    """Wait (bounded by settings) until a read model has applied ``stream_id`` at ``version``.
+
+    InvalidConsistencyToken (at once, no wait) when the store holds no such write: a
+    token this service handed out always names a committed write.
+    """
     deadline = time.monotonic() + ctx.settings.consistency_wait_max_s
     delay = 0.01
+    checked = False
     while True:
         applied = await queries.applied_version(ctx.pool, stream_id)
         if applied is not None and applied >= version:
             return True
+        if not checked:
+            # Why once, after the first miss: the hot path (the read model has the
+            # write) costs no store read; a forged or stale-made-up token would
+            # otherwise hold a connection for the whole wait (schemathesis sent
+            # thousands, each 5 s).
+            checked = True
+            if await ctx.store.stream_version(stream_id) < version:
+                raise InvalidConsistencyToken(token, "names a write that was never made")
         if time.monotonic() >= deadline:
             return False
         await asyncio.sleep(delay)

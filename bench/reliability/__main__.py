@@ -48,6 +48,7 @@ def format_table(results: list[ScenarioResult]) -> str:
         lines += [f"  ! {v}" for v in r.violations[:15]]
         if len(r.violations) > 15:
             lines.append(f"  ! ... {len(r.violations) - 15} more")
+        lines += [f"  ? {d}" for d in r.diagnosis]
     return "\n".join(lines)
 
 

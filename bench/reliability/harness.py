@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import re
 import signal
 import time
 import uuid
@@ -207,3 +208,55 @@ def order_body(rng: random.Random, customer: str, skus: list[str]) -> dict[str, 
         "customer_id": customer,
         "lines": [{"sku": sku, "quantity": rng.randint(1, 3)} for sku in lines],
     }
+
+
+_ORDER_IN_VIOLATION = re.compile(r"order ([0-9a-f]{8}-[0-9a-f-]{27})")
+
+
+async def temporal_diagnosis(h: Harness, violations: list[str], most: int = 3) -> list[str]:
+    """What Temporal and the worker log say about the first ``most`` orders named in
+    ``violations``: the run's status, its pending workflow task (state, attempt,
+    times), pending activities, its last history events, and the worker's log lines
+    naming it. Why: a saga stuck after a fault is otherwise a one-line mystery once
+    the stack's folder is gone (a CI run keeps only the test's output)."""
+    from temporalio.api.enums.v1 import EventType
+
+    from sagaflow.clients import connect_temporal
+
+    ids = list(dict.fromkeys(_ORDER_IN_VIOLATION.findall("\n".join(violations))))[:most]
+    if not ids:
+        return []
+    lines: list[str] = []
+    log = h.stack.log_dir() / "worker.log"
+    log_text = log.read_text(errors="replace") if log.exists() else ""
+    try:
+        client = await connect_temporal(h.settings)
+    except Exception as exc:  # a diagnosis must never hide the violation itself
+        return [f"temporal diagnosis: no client ({exc!r})"]
+    for wid in ids:
+        try:
+            handle = client.get_workflow_handle(wid)
+            raw = (await handle.describe()).raw_description
+            wft = raw.pending_workflow_task
+
+            def at(name: str, wft: Any = wft) -> str:
+                return getattr(wft, name).ToJsonString() if wft.HasField(name) else "-"
+
+            lines.append(
+                f"temporal {wid}: status {raw.workflow_execution_info.status}, pending "
+                f"workflow task state {wft.state} attempt {wft.attempt} scheduled "
+                f"{at('scheduled_time')} started {at('started_time')}, pending activities "
+                f"{[a.activity_type.name for a in raw.pending_activities]}"
+            )
+            events = [e async for e in handle.fetch_history_events()]
+            tail = ", ".join(
+                f"{e.event_id}:{EventType.Name(e.event_type).removeprefix('EVENT_TYPE_')}"
+                f"@{e.event_time.ToJsonString()[11:23]}"
+                for e in events[-10:]
+            )
+            lines.append(f"  history ({len(events)} events) ends: {tail}")
+        except Exception as exc:
+            lines.append(f"temporal {wid}: describe failed ({exc!r})")
+        mentions = [line for line in log_text.splitlines() if wid in line][-8:]
+        lines += [f"  worker.log: {line[:300]}" for line in mentions]
+    return lines

@@ -33,6 +33,7 @@ from bench.reliability.harness import (
     order_body,
     register_products,
     request_with_retry,
+    temporal_diagnosis,
 )
 from bench.reliability.oracle import run_oracle, wait_caught_up
 from eventstore.migrate import psycopg_url
@@ -100,6 +101,8 @@ class ScenarioResult:
     recovery_s: float | None = None
     #: scenario-specific observations (faults injected, horizon held, Kafka copies...)
     notes: dict[str, Any] = field(default_factory=dict)
+    #: when a target is missed: what Temporal and the worker log say of the orders
+    diagnosis: list[str] = field(default_factory=list)
 
     def figures(self) -> dict[str, float | int | None]:
         """The flat ``<scenario>.<figure>`` entries of the RESULT line."""
@@ -303,6 +306,9 @@ async def run_scenario(
     }
     if not load.accepted:
         result.violations.append(f"no order accepted (refused: {dict(load.refused)})")
+    if result.violations or settled_at is None:
+        unsettled = [f"order {o}" for o in load.accepted if load.status.get(o) not in SETTLED]
+        result.diagnosis = await temporal_diagnosis(h, [*result.violations, *unsettled])
     return result
 
 

@@ -4,6 +4,7 @@ real PostgreSQL, Temporal and Kafka."""
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from typing import Any
 
@@ -162,6 +163,17 @@ async def test_a_consistency_token_reads_your_own_write(http: httpx.AsyncClient)
         f"/orders/{accepted['order_id']}", params={"consistency_token": "not-a-token"}
     )
     assert bad.status_code == 422
+    # Well formed, but naming a version the order's stream never reached: refused at
+    # once, not after the read-your-writes wait (5 s by default).
+    position, stream, version = accepted["consistency_token"].split("~")
+    began = time.monotonic()
+    never = await http.get(
+        f"/orders/{accepted['order_id']}",
+        params={"consistency_token": f"{position}~{stream}~{int(version) + 1000}"},
+    )
+    assert never.status_code == 422, never.text
+    assert "never made" in never.json()["detail"]
+    assert time.monotonic() - began < 2.5
 
 
 async def test_bad_orders_are_refused_with_a_message_per_problem_shape_first(

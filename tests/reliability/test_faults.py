@@ -5,10 +5,18 @@ The long version (at least 1,000 orders per scenario) is ``python -m bench.relia
 
 from __future__ import annotations
 
+import asyncio
+import uuid
+
 import pytest
 
 from bench.reliability import scenarios as s
-from bench.reliability.harness import Harness
+from bench.reliability.harness import (
+    SETTLED,
+    Harness,
+    register_products,
+    temporal_diagnosis,
+)
 from bench.reliability.scenarios import QUICK, ScenarioResult
 
 pytestmark = [pytest.mark.reliability, pytest.mark.integration, pytest.mark.timeout(240)]
@@ -16,11 +24,12 @@ pytestmark = [pytest.mark.reliability, pytest.mark.integration, pytest.mark.time
 
 def assert_targets(result: ScenarioResult) -> None:
     """0 lost, 0 duplicated, 0 violations, every saga settled within the bound."""
+    why = "\n".join(result.diagnosis)
     assert result.orders > 0, result.notes
-    assert result.violations == [], "\n".join(result.violations[:30])
+    assert result.violations == [], "\n".join([*result.violations[:30], why])
     assert (result.lost, result.duplicated) == (0, 0)
     assert result.terminal_pct == 100.0
-    assert result.recovery_s is not None
+    assert result.recovery_s is not None, why
     assert result.recovery_s <= QUICK.settle_s
 
 
@@ -72,3 +81,25 @@ async def test_two_hundred_concurrent_posts_with_one_key_make_one_order(
     result = await s.idempotency_storm(harness, QUICK)
     assert result.notes["storm_statuses"], "the storm sent nothing"
     assert_targets(result)
+
+
+async def test_a_missed_target_comes_with_temporal_s_view_of_the_order(harness: Harness) -> None:
+    sku = f"DIAG-{uuid.uuid4().hex[:6]}"
+    async with harness.http() as http:
+        await register_products(http, [sku], stock=5)
+        placed = await http.post(
+            "/orders", json={"customer_id": "diag-c", "lines": [{"sku": sku, "quantity": 1}]}
+        )
+        assert placed.status_code == 202, placed.text
+        order_id = placed.json()["order_id"]
+        # Settled, so the worker has logged the confirmation notice naming it.
+        for _ in range(300):
+            saga = await http.get(f"/orders/{order_id}/saga")
+            if saga.status_code == 200 and saga.json()["status"] in SETTLED:
+                break
+            await asyncio.sleep(0.1)
+    lines = await temporal_diagnosis(harness, [f"order {order_id}: store says x", "no id here"])
+    assert lines[0].startswith(f"temporal {order_id}: status "), lines
+    assert "pending workflow task state" in lines[0]
+    assert lines[1].startswith("  history (") and "WORKFLOW_TASK_COMPLETED" in lines[1], lines
+    assert any(order_id in line for line in lines[2:]), "no worker.log line names the order"

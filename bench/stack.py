@@ -2,6 +2,7 @@
 
     python -m bench.stack [--quick] [--transports kafka,embedded] [--orders N]
                           [--concurrency C] [--rate R] [--repeats K]
+                          [--temporal tuned|untuned|both]
 
 Per transport, a stack as ``sagaflow dev`` runs it (API, worker, relay unless
 embedded, projector, PostgreSQL, Temporal, the broker), each its own process. Orders
@@ -26,6 +27,9 @@ and after. Median and spread (max - min) over the repeats, a table, and last
 ``stack.orders_per_s``, ``stack.seq_p50_ms``, ``stack.p99_ms``, ``bare.cpu_ms_per_wf``,
 ``bare.wf_per_s``, ...; with several transports, keys are prefixed ``<transport>.``).
 The load generator and the Temporal client of the bare run are not metered.
+``--temporal both`` runs each transport twice, on the dev server with its own
+defaults (``untuned.`` keys) and with sagaflow's SQLite pragmas and poll rate
+(``tuned.`` keys), so the lever's effect is a ratio from one run.
 """
 
 from __future__ import annotations
@@ -281,10 +285,19 @@ def _summarise(runs: list[dict[str, float]]) -> dict[str, float]:
     return out
 
 
-def bench_transport(transport: str, args: argparse.Namespace, tmp: Path) -> dict[str, float]:
-    """Every measure of one transport (see the module's docstring)."""
+#: ``--temporal untuned``: the dev server as ``temporal server start-dev`` runs it
+UNTUNED_TEMPORAL = {"temporal_dev_sqlite_pragmas": "", "temporal_dev_dynamic_config": ""}
+
+
+def bench_transport(
+    transport: str, args: argparse.Namespace, tmp: Path, *, tuned: bool = True
+) -> dict[str, float]:
+    """Every measure of one transport (see the module's docstring); ``tuned`` False
+    runs the Temporal dev server with its own defaults instead of sagaflow's."""
+    overrides: dict[str, Any] = {} if tuned else dict(UNTUNED_TEMPORAL)
+    folder = tmp / f"{transport}-{_tuning(tuned)}"
     stack = Stack(
-        load_settings(data_dir=tmp / transport, transport=transport, api_port=0),
+        load_settings(data_dir=folder, transport=transport, api_port=0, **overrides),
         extra_env={
             "SAGAFLOW_PAYMENT_DECLINE_RATE": "0",
             "SAGAFLOW_PAYMENT_TRANSIENT_ERROR_RATE": "0",
@@ -413,6 +426,10 @@ def _table(transport: str, result: dict[str, float]) -> None:
     )
 
 
+def _tuning(tuned: bool) -> str:
+    return "tuned" if tuned else "untuned"
+
+
 def main() -> None:
     """Parse arguments; run every transport; print the tables and RESULT."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -423,6 +440,11 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--rate", type=float, default=8.0, help="offered orders/s")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--temporal",
+        default="tuned",
+        help="dev server settings: tuned (sagaflow's), untuned (start-dev's), or both",
+    )
     parser.add_argument("--bare-worker", nargs=2, metavar=("ADDRESS", "QUEUE"))
     args = parser.parse_args()
     if args.bare_worker:
@@ -434,11 +456,18 @@ def main() -> None:
     transports = [t.strip() for t in args.transports.split(",") if t.strip()]
     result: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="sagaflow-bench-stack-") as tmp:
+        variants = {"tuned": [True], "untuned": [False], "both": [False, True]}.get(args.temporal)
+        if variants is None:
+            parser.error(f"--temporal must be tuned, untuned or both, not {args.temporal!r}")
         for transport in transports:
-            figures = bench_transport(transport, args, Path(tmp))
-            _table(transport, figures)
-            prefix = "" if len(transports) == 1 else f"{transport}."
-            result |= {prefix + k: v for k, v in figures.items()}
+            for tuned in variants:
+                figures = bench_transport(transport, args, Path(tmp), tuned=tuned)
+                label = transport if len(variants) == 1 else f"{transport}/{_tuning(tuned)}"
+                _table(label, figures)
+                prefix = "" if len(transports) == 1 else f"{transport}."
+                if len(variants) > 1:
+                    prefix += f"{_tuning(tuned)}."
+                result |= {prefix + k: v for k, v in figures.items()}
     result["orders"] = args.orders
     result["concurrency"] = args.concurrency
     result["repeats"] = args.repeats

@@ -68,6 +68,20 @@ class Settings(BaseSettings):
     temporal_ui_url: str | None = Field(
         default=None, description="the Temporal Web UI (console links); unset = the dev server's"
     )
+    # Why these defaults for the local dev server (issue 14): SQLite in WAL mode with
+    # synchronous=normal commits without an fsync per transaction (durable across a
+    # process crash; a power cut can lose the last commits, never corrupt the file),
+    # and the transfer queue polled up to 100/s instead of 20/s (the floor of a
+    # workflow task's dispatch latency). Both are for the bundled dev server only;
+    # "" turns each off.
+    temporal_dev_sqlite_pragmas: str = Field(
+        default="journal_mode=wal,synchronous=normal",
+        description="dev server --sqlite-pragma values, comma-separated",
+    )
+    temporal_dev_dynamic_config: str = Field(
+        default="history.transferProcessorMaxPollRPS=100",
+        description="dev server --dynamic-config-value KEY=VALUE items, comma-separated",
+    )
     task_queue: str = "sagaflow-orders"
 
     # Kafka: an external bootstrap list, or the local KRaft broker (0 = free port).

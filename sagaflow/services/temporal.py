@@ -55,6 +55,11 @@ def _ui_ready(url: str) -> bool:
         return bool(resp.status == 200)
 
 
+def _items(csv: str) -> list[str]:
+    """The non-empty, stripped items of a comma-separated setting."""
+    return [item.strip() for item in csv.split(",") if item.strip()]
+
+
 class TemporalService:
     """``temporal server start-dev`` with a SQLite file under ``<data_dir>/temporal``."""
 
@@ -90,6 +95,10 @@ class TemporalService:
             "--log-level", "warn",
             "--ui-disable-news-fetch",
         ]  # fmt: skip
+        for pragma in _items(self.settings.temporal_dev_sqlite_pragmas):
+            argv += ["--sqlite-pragma", pragma]
+        for value in _items(self.settings.temporal_dev_dynamic_config):
+            argv += ["--dynamic-config-value", value]
         # The sagas' search attributes (SagaType, SagaStatus, SagaStep, business keys),
         # registered at every start so the engine's upserts and the UI's queries work.
         for name, kind in saga_search_attributes().items():

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
+from pathlib import Path
+
 import pytest
 
 from sagaflow.settings import Environment, SettingsError, load_settings
@@ -59,3 +62,22 @@ def test_two_errors_are_both_reported(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_clashing_fixed_ports_are_refused() -> None:
     with pytest.raises(SettingsError, match="must differ"):
         load_settings(postgres_port=7000, temporal_port=7000)
+
+
+def test_the_dev_server_runs_with_sagaflow_s_pragmas_and_poll_rate_unless_turned_off(
+    tmp_path: Path,
+) -> None:
+    from sagaflow.services.temporal import TemporalService
+
+    def argv(**overrides: str) -> list[str]:
+        service = TemporalService(load_settings(data_dir=tmp_path, **overrides))
+        service.prepare()
+        return service._argv
+
+    tuned = argv()
+    pairs = list(itertools.pairwise(tuned))
+    assert ("--sqlite-pragma", "journal_mode=wal") in pairs
+    assert ("--sqlite-pragma", "synchronous=normal") in pairs
+    assert ("--dynamic-config-value", "history.transferProcessorMaxPollRPS=100") in pairs
+    untuned = argv(temporal_dev_sqlite_pragmas="", temporal_dev_dynamic_config=" , ")
+    assert "--sqlite-pragma" not in untuned and "--dynamic-config-value" not in untuned

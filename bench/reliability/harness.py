@@ -260,3 +260,17 @@ async def temporal_diagnosis(h: Harness, violations: list[str], most: int = 3) -
         mentions = [line for line in log_text.splitlines() if wid in line][-8:]
         lines += [f"  worker.log: {line[:300]}" for line in mentions]
     return lines
+
+
+def key_whose_order(declines: bool, rate: float = DECLINE_RATE) -> str:
+    """An Idempotency-Key whose derived order id the payment simulator, declining at
+    ``rate``, declines (or not): a test that needs the charge to go through must not
+    depend on the draw of a random order id."""
+    from activities.payment import draw
+    from application.orders import IDEMPOTENCY_NAMESPACE
+
+    while True:
+        key = uuid.uuid4().hex
+        order_id = str(uuid.uuid5(IDEMPOTENCY_NAMESPACE, key))
+        if (draw(order_id, "decline") < rate) == declines:
+            return key

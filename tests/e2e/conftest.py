@@ -11,8 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from activities.payment import draw
-from application.orders import IDEMPOTENCY_NAMESPACE
+from bench.reliability.harness import key_whose_order as harness_key_whose_order
 from sagaflow.settings import Settings, load_settings
 from sagaflow.stack import Stack
 
@@ -25,11 +24,7 @@ ESCALATE_AFTER_S = 3.0
 
 def key_whose_order(declines: bool) -> str:
     """An Idempotency-Key whose derived order id the payment simulator declines (or not)."""
-    while True:
-        key = uuid.uuid4().hex
-        order_id = str(uuid.uuid5(IDEMPOTENCY_NAMESPACE, key))
-        if (draw(order_id, "decline") < DECLINE_RATE) == declines:
-            return key
+    return harness_key_whose_order(declines, DECLINE_RATE)
 
 
 @pytest.fixture(scope="session")

@@ -5,7 +5,6 @@ The long version (at least 1,000 orders per scenario) is ``python -m bench.relia
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 
 import pytest
@@ -18,6 +17,7 @@ from bench.reliability.harness import (
     temporal_diagnosis,
 )
 from bench.reliability.scenarios import QUICK, ScenarioResult
+from tests.e2e.conftest import eventually
 
 pytestmark = [pytest.mark.reliability, pytest.mark.integration, pytest.mark.timeout(240)]
 
@@ -92,12 +92,13 @@ async def test_a_missed_target_comes_with_temporal_s_view_of_the_order(harness: 
         )
         assert placed.status_code == 202, placed.text
         order_id = placed.json()["order_id"]
-        # Settled, so the worker has logged the confirmation notice naming it.
-        for _ in range(300):
+
+        async def settled() -> bool:
             saga = await http.get(f"/orders/{order_id}/saga")
-            if saga.status_code == 200 and saga.json()["status"] in SETTLED:
-                break
-            await asyncio.sleep(0.1)
+            return saga.status_code == 200 and saga.json()["status"] in SETTLED
+
+        # Settled, so the worker has logged the confirmation notice naming it.
+        await eventually(settled)
     lines = await temporal_diagnosis(harness, [f"order {order_id}: store says x", "no id here"])
     assert lines[0].startswith(f"temporal {order_id}: status "), lines
     assert "pending workflow task state" in lines[0]

@@ -17,6 +17,11 @@ folder), writes a synthetic order workload, and measures for each transport, eac
 * ``consumer``  - the limit: a bare group member that only reads (Kafka), a bare
   consumer of the bare publisher's shard queues acking every 100 (RabbitMQ), or
   reading the store's feed (embedded);
+* ``writer``    - the limit for a projector that writes (Kafka, embedded): the bare
+  reader, each batch applied by the projector's own three read-model handlers with
+  the reader's positions in one transaction, and nothing else (no watermarks, gap
+  check, holds or dead letters). ``projector / writer`` is the cost of exactly-once;
+  ``projector / consumer`` mostly the cost of PostgreSQL;
 * ``projector`` - the projector applying order_summary + analytics with the
   one-transaction checkpoint (from its first committed batch to the last);
 * ``lag``       - append → visible in order_summary at a steady 500 events/s.
@@ -47,15 +52,18 @@ from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer
+from psycopg_pool import AsyncConnectionPool
 
 from bench.workload import register_products, run_orders
 from domain import events as ev
-from eventstore.envelope import NO_STREAM, START, EncodedEvent, NewEvent
+from eventstore.envelope import NO_STREAM, START, EncodedEvent, NewEvent, RecordedEvent
 from eventstore.postgres import PostgresEventStore
+from eventstore.upcasting import Upcasters
 from projections.handlers import (
     DailySalesProjection,
     OrderSummaryProjection,
     ProductSalesProjection,
+    Projection,
     default_projections,
 )
 from projections.runner import build_projector, open_pool
@@ -239,6 +247,98 @@ async def bench_feed_reader(store: PostgresEventStore, settings: Settings, total
         cursor, seen = batch[-1].cursor, seen + len(batch)
     assert seen >= total
     return seen / (time.perf_counter() - start)
+
+
+BARE_POSITIONS = "bench_bare_positions"
+
+
+async def _bare_write(
+    pool: AsyncConnectionPool,
+    upcasters: Upcasters,
+    projections: list[Projection],
+    events: list[RecordedEvent],
+    positions: dict[str, int],
+) -> None:
+    """One batch, the way a hand-written consumer would: decode, apply the read models'
+    handlers, save the reader's positions, commit. Nothing else: no watermarks (a
+    redelivery would count twice), no gap check, no holds, no dead letters."""
+    followed = {t for p in projections for t in p.stream_types}
+    pairs = [(r, upcasters.decode(r)) for r in events if r.stream_type in followed]
+    async with pool.connection() as conn, conn.pipeline(), conn.transaction():
+        for projection in projections:
+            mine = [pair for pair in pairs if pair[0].stream_type in projection.stream_types]
+            if mine:
+                await projection.apply(conn, {}, mine)
+        await conn.execute(
+            f"INSERT INTO {BARE_POSITIONS} (part, position) "
+            "SELECT * FROM unnest(%s::text[], %s::bigint[]) "
+            "ON CONFLICT (part) DO UPDATE SET position = EXCLUDED.position",
+            (list(positions), list(positions.values())),
+        )
+
+
+async def bench_bare_writer(store: PostgresEventStore, settings: Settings, total: int) -> float:
+    """The limit for a projector that writes: the bare reader of the transport (a group
+    member with manual offsets on Kafka, the feed in projector batches when embedded),
+    each batch decoded and applied by the same three read models' handlers as the
+    projector's, with the reader's positions, in one transaction. What the projector
+    adds on top is its exactly-once machinery (watermarks, gap healing, holds and dead
+    letters), so projector / bare writer is the cost of that machinery."""
+    await reset_read_models(store)
+    async with store.pool.connection() as conn:
+        await conn.execute(
+            f"CREATE TABLE IF NOT EXISTS {BARE_POSITIONS} "
+            "(part text PRIMARY KEY, position bigint NOT NULL)"
+        )
+        await conn.execute(f"TRUNCATE {BARE_POSITIONS}")
+    chosen: list[Projection] = [
+        OrderSummaryProjection(),
+        DailySalesProjection(),
+        ProductSalesProjection(),
+    ]
+    upcasters = store.upcasters
+    seen = 0
+    first: tuple[float, int] | None = None
+    batch_size = settings.projector_batch_size
+    cpu0 = cpu_s()
+    if settings.transport_kind is Transport.KAFKA:
+        consumer = AIOKafkaConsumer(
+            settings.kafka_topic,
+            **kafka_client_options(settings),
+            group_id=f"bench-bare-{uuid.uuid4().hex[:8]}",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_poll_records=batch_size,
+            fetch_max_bytes=32 * 1024 * 1024,
+            max_partition_fetch_bytes=8 * 1024 * 1024,
+        )
+        await consumer.start()
+        try:
+            while seen < total:
+                polled = await consumer.getmany(timeout_ms=100, max_records=batch_size)
+                records = [r for batch in polled.values() for r in batch]
+                if not records:
+                    continue
+                events = [RecordedEvent.from_envelope(json.loads(r.value)) for r in records]
+                positions = {f"{tp.partition}": b[-1].offset + 1 for tp, b in polled.items()}
+                await _bare_write(store.pool, upcasters, chosen, events, positions)
+                seen += len(records)
+                if first is None:
+                    first = (time.perf_counter(), seen)
+        finally:
+            await consumer.stop()
+    else:
+        cursor = START
+        while batch := await store.read_feed(cursor, batch_size):
+            await _bare_write(
+                store.pool, upcasters, chosen, batch, {"feed": batch[-1].global_position}
+            )
+            cursor, seen = batch[-1].cursor, seen + len(batch)
+            if first is None:
+                first = (time.perf_counter(), seen)
+    assert first is not None and seen >= total
+    CPU_MS["writer"] = (cpu_s() - cpu0) * 1e6 / seen
+    return (seen - first[1]) / max(time.perf_counter() - first[0], 1e-9)
 
 
 async def reset_read_models(store: PostgresEventStore) -> None:
@@ -471,11 +571,21 @@ async def _measure(
     kind = settings.transport_kind
     print(f"{total} events in the store", flush=True)
     payloads = [encode_record(e) for e in feed] if kind is Transport.KAFKA else []
-    runs: dict[str, list[float]] = {"publisher": [], "relay": [], "consumer": [], "projector": []}
-    cpu: dict[str, list[float]] = {"relay": [], "projector": []}
+    runs: dict[str, list[float]] = {
+        "publisher": [],
+        "relay": [],
+        "consumer": [],
+        "writer": [],
+        "projector": [],
+    }
+    cpu: dict[str, list[float]] = {"relay": [], "writer": [], "projector": []}
     loads: list[float] = []
     if kind is Transport.EMBEDDED:
         del runs["publisher"], runs["relay"]
+    if kind is Transport.RABBITMQ:
+        # Its bare consumer, not PostgreSQL, is already the limit (the projector keeps
+        # up with it), so a bare writer would measure aio-pika again.
+        del runs["writer"]
     for i in range(repeats):
         tag = uuid.uuid4().hex[:8]
         s = settings.model_copy(
@@ -491,6 +601,7 @@ async def _measure(
             runs["publisher"].append(await bench_producer(s, payloads))
             runs["relay"].append(await bench_relay(store, s, total))
             runs["consumer"].append(await bench_consumer(s, total))
+            runs["writer"].append(await bench_bare_writer(store, s, total))
         elif kind is Transport.RABBITMQ:
             # the bare publisher fills a group of its own on an exchange of its own (the
             # relay declares the projector group's itself); the bare consumer reads it
@@ -503,6 +614,7 @@ async def _measure(
             runs["consumer"].append(await bench_rabbit_consumer(bare_s, bare, total))
         else:
             runs["consumer"].append(await bench_feed_reader(store, s, total))
+            runs["writer"].append(await bench_bare_writer(store, s, total))
         runs["projector"].append(await bench_projector(store, s, total, group))
         for name in cpu:
             if name in runs:
@@ -554,6 +666,13 @@ async def _measure(
         f"projector / bare consumer = {ratio:.2f}  (targets >= 0.6 and >= 10,000 ev/s; "
         f"projector {stats['projector']['median']:,.0f})"
     )
+    if "writer" in stats:
+        ratio = stats["projector"]["median"] / stats["writer"]["median"]
+        out["projector.ratio_to_writer"] = round(ratio, 3)
+        print(
+            f"projector / bare writer   = {ratio:.2f}  (the same read-model writes without "
+            "the exactly-once machinery)"
+        )
     p50, p99 = statistics.median(p50s), statistics.median(p99s)
     print(f"lag at {LAG_RATE} ev/s: p50 {p50:.1f} ms, p99 {p99:.1f} ms (target p99 < 100 ms)")
     out.update({"lag.p50_ms": round(p50, 1), "lag.p99_ms": round(p99, 1)})

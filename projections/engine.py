@@ -59,6 +59,9 @@ __all__ = [
 log = logging.getLogger("sagaflow.projections")
 
 WATERMARKS = "projection_watermarks"
+#: the stream id of the watermark that marks a read model as bootstrapped (version 0:
+#: below every real event, so it never holds one back)
+BOOTSTRAPPED = "$bootstrapped"
 
 
 class BadMessage(Exception):

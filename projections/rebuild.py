@@ -14,7 +14,14 @@ from psycopg import sql
 
 from eventstore.envelope import START, FeedCursor, RecordedEvent
 from eventstore.postgres import PostgresEventStore, declare_no_append
-from projections.engine import BadMessage, Message, Position, apply_events, decode_message
+from projections.engine import (
+    BOOTSTRAPPED,
+    BadMessage,
+    Message,
+    Position,
+    apply_events,
+    decode_message,
+)
 from projections.handlers import Conn, Pair, Projection
 
 SUFFIX = "__rebuild"
@@ -169,5 +176,12 @@ async def _swap(conn: Conn, projection: Projection, tables: dict[str, str], mark
             "INSERT INTO projection_watermarks (projection, stream_id, version) "
             "SELECT projection, stream_id, version FROM {}"
         ).format(sql.Identifier(marks))
+    )
+    # A rebuilt model is caught up by definition, even with no events to hold a
+    # watermark: keep it marked so the next projector start does not bootstrap it.
+    await conn.execute(
+        "INSERT INTO projection_watermarks (projection, stream_id, version) "
+        "VALUES (%s, %s, 0) ON CONFLICT DO NOTHING",
+        (projection.name, BOOTSTRAPPED),
     )
     await conn.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(marks)))

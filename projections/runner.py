@@ -22,7 +22,7 @@ from eventstore.envelope import START, RecordedEvent
 from eventstore.migrate import psycopg_url, upgrade
 from eventstore.postgres import PostgresEventStore
 from eventstore.upcasting import Upcasters
-from projections.engine import Heal, Message, Position, Projector
+from projections.engine import BOOTSTRAPPED, Heal, Message, Position, Projector
 from projections.handlers import Projection, default_projections
 from sagaflow.settings import Settings, Transport
 from streaming.embedded import FEED_SOURCE, load_feed_checkpoint
@@ -141,11 +141,20 @@ async def bootstrap_projections(
             await projector.process(messages, no_checkpoint)
             cursor = batch[-1].cursor
             done += len(batch)
-    async with pool.connection() as conn:
+    async with pool.connection() as conn, conn.transaction():
         await conn.execute(
             "INSERT INTO projection_bootstraps (projection) SELECT unnest(%s::text[]) "
             "ON CONFLICT DO NOTHING",
             (sorted(wanted),),
+        )
+        # Why a sentinel watermark: a read model whose streams have no events yet (no
+        # returns so far) has no watermark after its bootstrap, which looks exactly
+        # like lost positions; without it, every start would read the whole feed
+        # again. Losing the watermarks still loses the sentinel, so that is still seen.
+        await conn.execute(
+            "INSERT INTO projection_watermarks (projection, stream_id, version) "
+            "SELECT unnest(%s::text[]), %s, 0 ON CONFLICT DO NOTHING",
+            (sorted(wanted), BOOTSTRAPPED),
         )
     return done
 

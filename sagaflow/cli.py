@@ -165,12 +165,20 @@ def wait_for_interrupt() -> None:
 
 @app.command("dev")
 @friendly_errors
-def dev() -> None:
+def dev(
+    workers: Annotated[
+        int, typer.Option(min=1, max=16, help="worker processes on the one task queue")
+    ] = 1,
+    projectors: Annotated[
+        int,
+        typer.Option(min=1, max=16, help="projector processes sharing the partitions or shards"),
+    ] = 1,
+) -> None:
     """The main job: local services, worker, relay, projector and API; Ctrl-C stops all."""
     from sagaflow.stack import Stack
 
     settings = _settings()
-    stack = Stack(settings)
+    stack = Stack(settings, workers=workers, projectors=projectors)
     started = time.monotonic()
     try:
         stack.start()
@@ -184,6 +192,7 @@ def dev() -> None:
         if temporal:
             console.print(f"Temporal Web UI: {temporal.addresses['ui']}")
         console.print(f"API key (development only): {settings.dev_api_key.get_secret_value()}")
+        console.print(f"processes: {', '.join(stack.procs)}")
         console.print(f"logs: {stack.log_dir()}")
         console.print(f"ready in {time.monotonic() - started:.1f}s; Ctrl-C stops everything")
         wait_for_interrupt()

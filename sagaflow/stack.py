@@ -29,6 +29,25 @@ from sagaflow.services.base import (
 from sagaflow.settings import Settings, Transport, load_settings
 
 PROCESSES = ("worker", "relay", "projector", "api")
+#: the processes of which a stack can run several copies (a fleet)
+FLEETS = ("worker", "projector")
+
+
+def fleet_names(kind: str, count: int) -> list[str]:
+    """The process names of a fleet of ``count``: ``worker``, ``worker-2``, ...
+
+    Why the first keeps the bare name: a fleet of one is the stack as it always was,
+    and scenarios and logs that name ``worker`` or ``projector`` keep working."""
+    return [kind] + [f"{kind}-{i}" for i in range(2, count + 1)]
+
+
+def command_of(name: str) -> str:
+    """The ``sagaflow`` command a stack process named ``name`` runs (``worker-2`` runs
+    ``worker``)."""
+    kind, _, copy = name.partition("-")
+    if kind in PROCESSES and (not copy or copy.isdigit()):
+        return kind
+    raise ValueError(f"not a stack process name: {name!r}")
 
 
 @dataclass
@@ -42,9 +61,15 @@ class Stack:
     env: dict[str, str] = field(default_factory=dict)
     api_url: str = ""
     notes: list[str] = field(default_factory=list)
+    #: how many workers (on the one task queue) and projectors (in the one group) run
+    workers: int = 1
+    projectors: int = 1
 
     def start(self) -> None:
         """Start the services, then the processes; wait until the API is ready."""
+        for kind, count in (("worker", self.workers), ("projector", self.projectors)):
+            if not 1 <= count <= 16:
+                raise ServiceError(f"{kind}s: {count} is out of range (1 to 16)")
         settings = self.settings
         no_java = shutil.which(settings.java_bin) is None
         kafka = settings.transport_kind is Transport.KAFKA
@@ -54,6 +79,13 @@ class Stack:
                 "store's feed instead of Kafka (embedded mode)"
             )
             self.settings = settings = settings.with_transport(Transport.EMBEDDED)
+        if self.projectors > 1 and settings.transport_kind is Transport.EMBEDDED:
+            # Why refuse: every embedded projector reads the whole feed (there is no
+            # group to share it); copies would repeat each other's work, not split it.
+            raise ServiceError(
+                f"{self.projectors} projectors need a broker to share the events: set "
+                "SAGAFLOW_TRANSPORT=kafka or rabbitmq (the embedded feed has one reader)"
+            )
         self.services = LocalServices(settings)
         try:
             self.services.start()
@@ -91,9 +123,12 @@ class Stack:
         self.env = env
         logs = self.settings.data_dir.resolve() / "logs"
         embedded = self.settings.transport_kind is Transport.EMBEDDED
-        wanted = [p for p in PROCESSES if p != "relay" or not embedded]
-        for name in wanted:
-            self.start_process(name)
+        counts = {"worker": self.workers, "projector": self.projectors}
+        for kind in PROCESSES:
+            if kind == "relay" and embedded:
+                continue
+            for name in fleet_names(kind, counts.get(kind, 1)):
+                self.start_process(name)
         self.api_url = f"http://{self.settings.api_host}:{port}"
         wait_until(
             lambda: _http_ok(self.api_url + "/health"),
@@ -104,9 +139,10 @@ class Stack:
         )
 
     def start_process(self, name: str) -> subprocess.Popen[bytes]:
-        """(Re)start one sagaflow process with the stack's environment."""
+        """(Re)start one sagaflow process with the stack's environment (``worker-2``: a
+        second worker, see ``fleet_names``)."""
         log = self.settings.data_dir.resolve() / "logs" / f"{name}.log"
-        argv = [sys.executable, "-m", "sagaflow.cli", name]
+        argv = [sys.executable, "-m", "sagaflow.cli", command_of(name)]
         proc = spawn(argv, log_file=log, env=self.env)
         self.procs[name] = proc
         time.sleep(0.2)

@@ -24,7 +24,7 @@ import httpx
 from eventstore.postgres import PostgresEventStore
 from sagaflow.services.base import free_port, stop_process
 from sagaflow.settings import DEV_API_KEY, Settings, load_settings
-from sagaflow.stack import Stack
+from sagaflow.stack import Stack, fleet_names
 
 #: Saga statuses where a saga is done or waits for people (shipping, an operator).
 SETTLED = frozenset(
@@ -125,6 +125,24 @@ class Harness:
         if env is not None:
             self.stack.env.update(env)
         self.stack.start_process(name)
+
+    @contextlib.contextmanager
+    def fleet(self, kind: str, count: int) -> Iterator[list[str]]:
+        """Run ``count`` processes of ``kind`` (``worker`` on the one task queue,
+        ``projector`` in the one group) for the block: the copies missing are started
+        and, on exit, stopped gracefully, so the shared stack is left as it was."""
+        names = fleet_names(kind, count)
+        extra = [name for name in names if not self.process_alive(name)]
+        for name in extra:
+            self.stack.start_process(name)
+        try:
+            yield names
+        finally:
+            for name in extra:
+                proc = self.stack.procs.pop(name, None)
+                if proc is not None and proc.poll() is None:
+                    stop_process(proc.pid, sig=signal.SIGTERM, timeout_s=45)
+                    proc.wait(timeout=10)
 
     def process_alive(self, name: str) -> bool:
         """Whether the named sagaflow process runs."""
@@ -227,8 +245,10 @@ async def temporal_diagnosis(h: Harness, violations: list[str], most: int = 3) -
     if not ids:
         return []
     lines: list[str] = []
-    log = h.stack.log_dir() / "worker.log"
-    log_text = log.read_text(errors="replace") if log.exists() else ""
+    # every worker of a fleet logs to its own file (worker.log, worker-2.log, ...)
+    log_text = "\n".join(
+        log.read_text(errors="replace") for log in sorted(h.stack.log_dir().glob("worker*.log"))
+    )
     try:
         client = await connect_temporal(h.settings)
     except Exception as exc:  # a diagnosis must never hide the violation itself

@@ -435,6 +435,50 @@ async def relay_projector_kill(h: Harness, sizes: Sizes) -> ScenarioResult:
     return await run_scenario(h, "relay_projector_kill", sizes, fault)
 
 
+#: processes in a fleet scenario (three workers on one task queue, three projectors in
+#: one consumer group)
+FLEET_SIZE = 3
+
+
+async def worker_fleet_kill(h: Harness, sizes: Sizes) -> ScenarioResult:
+    """Three workers on one task queue; kill -9 a random one every few seconds (the
+    others carry on, and the killed one's sagas move to them)."""
+    rng = random.Random(11)
+    killed = Counter[str]()
+    with h.fleet("worker", FLEET_SIZE) as names:
+
+        async def act(_n: int) -> None:
+            name = rng.choice(names)
+            killed[name] += 1
+            await _kill_restart(h, name)
+
+        async def fault(load: Load) -> dict[str, Any]:
+            kills = await _during_load(load, sizes.kill_every_s, 3, act)
+            return {"worker_kills": kills, "killed": dict(killed), "workers": len(names)}
+
+        return await run_scenario(h, "worker_fleet_kill", sizes, fault)
+
+
+async def projector_group_kill(h: Harness, sizes: Sizes) -> ScenarioResult:
+    """Three projectors in one consumer group; kill -9 one at a time under load (each
+    kill hands its partitions to the others, and its restart takes some back). The
+    oracle's comparison with a rebuild proves the read models counted nothing twice."""
+    killed = Counter[str]()
+    with h.fleet("projector", FLEET_SIZE) as names:
+
+        async def act(n: int) -> None:
+            name = names[n % len(names)]
+            killed[name] += 1
+            # Down long enough for the group to rebalance without it.
+            await _kill_restart(h, name, down_s=1.0)
+
+        async def fault(load: Load) -> dict[str, Any]:
+            kills = await _during_load(load, sizes.kill_every_s, len(names), act)
+            return {"projector_kills": kills, "killed": dict(killed), "projectors": len(names)}
+
+        return await run_scenario(h, "projector_group_kill", sizes, fault)
+
+
 def _service_outage(h: Harness, service: str, sizes: Sizes) -> Fault:
     async def fault(load: Load) -> dict[str, Any]:
         # Let a third of the orders in first, so the outage hits sagas mid-way.
@@ -615,4 +659,6 @@ SCENARIOS: dict[str, Callable[[Harness, Sizes], Awaitable[ScenarioResult]]] = {
     "commit_then_fail": commit_then_fail,
     "held_transaction": held_transaction,
     "idempotency_storm": idempotency_storm,
+    "worker_fleet_kill": worker_fleet_kill,
+    "projector_group_kill": projector_group_kill,
 }

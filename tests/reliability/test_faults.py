@@ -39,6 +39,24 @@ async def test_sagas_finish_when_the_worker_is_killed_every_few_seconds(harness:
     assert_targets(result)
 
 
+async def test_a_worker_fleet_loses_nothing_when_one_worker_at_a_time_is_killed(
+    harness: Harness,
+) -> None:
+    result = await s.worker_fleet_kill(harness, QUICK)
+    assert result.notes["worker_kills"] >= 3
+    assert result.notes["workers"] == s.FLEET_SIZE
+    assert_targets(result)
+
+
+async def test_a_projector_group_counts_nothing_twice_when_members_are_killed(
+    harness: Harness,
+) -> None:
+    result = await s.projector_group_kill(harness, QUICK)
+    # every member of the group was killed at least once
+    assert set(result.notes["killed"]) == {"projector", "projector-2", "projector-3"}
+    assert_targets(result)
+
+
 async def test_nothing_is_lost_when_relay_and_projector_are_killed_mid_batch(
     harness: Harness,
 ) -> None:

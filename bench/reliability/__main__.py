@@ -1,11 +1,14 @@
 """Reliability report: every fault scenario against one dedicated stack.
 
     python -m bench.reliability [--quick] [--only NAME ...] [--data-dir DIR]
+    python -m bench.reliability --soak SECONDS [--rate R] [--out DIR] [--data-dir DIR]
 
 Starts PostgreSQL, Temporal, Kafka and sagaflow's processes (fixed PostgreSQL and
 Temporal ports, so restarts keep addresses), runs the scenarios one after another
 (``--quick``: a few dozen orders each; otherwise at least 1,000), prints a table
-and, last, ``RESULT {json}`` with ``<scenario>.<figure>`` keys.
+and, last, ``RESULT {json}`` with ``<scenario>.<figure>`` keys. ``--soak`` runs the
+soak instead (``bench/reliability/soak.py``): a steady flow for SECONDS, sampled
+every 10 s into ``soak.csv`` and ``soak.png`` under ``--out``.
 """
 
 from __future__ import annotations
@@ -68,6 +71,28 @@ async def run_all(h: Harness, names: list[str], sizes: Sizes) -> list[ScenarioRe
     return results
 
 
+def run_soak(seconds: float, rate: float, out: Path, data_dir: Path | None) -> int:
+    """The soak on a stack of its own; prints the verdict; 1 when it failed."""
+    from bench.reliability.soak import soak, write_outputs
+
+    with tempfile.TemporaryDirectory(prefix="sagaflow-soak-") as tmp:
+        stack = stack_for_reliability(data_dir or Path(tmp))
+        with started(stack) as harness:
+            result, report = asyncio.run(soak(harness, seconds, rate))
+    write_outputs(report, out, seconds, rate)
+    print(format_table([result]))
+    last = report.samples[-1] if report.samples else None
+    print(f"samples: {len(report.samples)} in {out / 'soak.csv'}; chart {out / 'soak.png'}")
+    if last is not None:
+        print("RSS at the end (MiB): " + ", ".join(f"{k} {v:.0f}" for k, v in last.rss_mb.items()))
+    figures: dict[str, object] = dict(result.figures())
+    figures |= {f"soak.rss_growth.{k}": v for k, v in report.growth.items()}
+    figures["soak.max_lag_events"] = report.max_lag
+    print("RESULT " + json.dumps(figures, separators=(",", ":")))
+    failed = result.lost or result.duplicated or result.violations or result.recovery_s is None
+    return 1 if failed else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point; exit status 1 when any target is missed."""
     parser = argparse.ArgumentParser(prog="python -m bench.reliability")
@@ -78,7 +103,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--rate", type=float, help="orders placed per second (default: by size; worker_kill ≤ 2)"
     )
+    parser.add_argument(
+        "--soak", type=float, metavar="SECONDS", help="run the soak for SECONDS instead"
+    )
+    parser.add_argument(
+        "--out", type=Path, default=Path("soak"), help="where the soak's CSV and chart go"
+    )
     args = parser.parse_args(argv)
+    if args.soak is not None:
+        if args.soak < 60:
+            parser.error("--soak: at least 60 seconds (the verdict needs samples after warm-up)")
+        return run_soak(args.soak, args.rate or LONG.rate_per_s or 3.0, args.out, args.data_dir)
     sizes = QUICK if args.quick else LONG
     if args.orders:
         sizes = replace(sizes, orders=args.orders)

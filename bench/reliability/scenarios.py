@@ -61,6 +61,8 @@ class Sizes:
     rate_per_s: float | None = None
     #: the target: every saga settled within this after the last fault
     settle_s: float = 60.0
+    #: of the orders shipped, the share then delivered (the soak's mix)
+    deliver_share: float = 0.0
 
 
 QUICK = Sizes(orders=24, concurrency=6, kill_every_s=2.5, outage_s=4, hold_s=12, storms=1)
@@ -134,6 +136,8 @@ class Load:
     #: cancels whose request has been answered (until then the saga may still move)
     cancels_answered: set[str] = field(default_factory=set)
     ships: set[str] = field(default_factory=set)
+    #: shipped orders to deliver too (``sizes.deliver_share`` of the ships)
+    delivers: set[str] = field(default_factory=set)
     status: dict[str, str] = field(default_factory=dict)
     placed: asyncio.Event = field(default_factory=asyncio.Event)
     #: orders whose status query failed with a nondeterminism error on replay (an SDK
@@ -183,6 +187,8 @@ class Load:
             self.cancels_answered.add(order_id)
         elif roll < CANCEL_SHARE + SHIP_SHARE:
             self.ships.add(order_id)
+            if self.rng.random() < self.sizes.deliver_share:
+                self.delivers.add(order_id)
 
     async def closed_status(self, order_id: str) -> str | None:
         """The saga's status from its run's result, once the run has closed (None
@@ -251,6 +257,12 @@ class Load:
                         if resp.status_code == 200:
                             shipped.add(order_id)
                     return  # wait for "shipped"
+                if status == "shipped" and order_id in self.delivers:
+                    try:
+                        resp = await http.post(f"/orders/{order_id}/deliver", json={}, timeout=30)
+                    except (httpx.TransportError, httpx.TimeoutException):
+                        return
+                    return  # 200 or 409 (delivered already): wait for "delivered"
                 # A saga seen waiting for shipment before its cancel landed is not
                 # settled yet: the cancel will compensate it.
                 if status in SETTLED and (

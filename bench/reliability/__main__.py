@@ -24,7 +24,15 @@ from dataclasses import replace
 from pathlib import Path
 
 from bench.reliability.harness import Harness, stack_for_reliability, started
-from bench.reliability.scenarios import LONG, QUICK, SCENARIOS, ScenarioResult, Sizes
+from bench.reliability.scenarios import (
+    LONG,
+    ONLY_ON,
+    QUICK,
+    SCENARIOS,
+    ScenarioResult,
+    Sizes,
+    scenarios_for,
+)
 
 COLUMNS = ("scenario", "orders", "terminal%", "events", "lost", "dup", "viol", "recovery_s")
 
@@ -99,6 +107,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="small sizes (CI)")
     parser.add_argument("--only", nargs="+", choices=sorted(SCENARIOS), help="these scenarios")
     parser.add_argument("--data-dir", type=Path, help="stack data folder (default: temporary)")
+    parser.add_argument(
+        "--transport",
+        choices=("kafka", "rabbitmq"),
+        default="kafka",
+        help="the stack's broker (scenarios bound to the other one are left out)",
+    )
     parser.add_argument("--orders", type=int, help="orders per scenario (default: by size)")
     parser.add_argument(
         "--rate", type=float, help="orders placed per second (default: by size; worker_kill ≤ 2)"
@@ -119,9 +133,15 @@ def main(argv: list[str] | None = None) -> int:
         sizes = replace(sizes, orders=args.orders)
     if args.rate:
         sizes = replace(sizes, rate_per_s=args.rate)
-    names = args.only or list(SCENARIOS)
+    names = args.only or scenarios_for(args.transport)
+    wrong = [n for n in names if ONLY_ON.get(n, args.transport) != args.transport]
+    if wrong:
+        parser.error(
+            ", ".join(f"{n} runs on {ONLY_ON[n].value} only" for n in wrong)
+            + f" (the stack is on {args.transport}: pass --transport)"
+        )
     with tempfile.TemporaryDirectory(prefix="sagaflow-reliability-") as tmp:
-        stack = stack_for_reliability(args.data_dir or Path(tmp))
+        stack = stack_for_reliability(args.data_dir or Path(tmp), transport=args.transport)
         with started(stack) as harness:
             results = asyncio.run(run_all(harness, names, sizes))
     print(format_table(results))

@@ -36,14 +36,19 @@ DECLINE_RATE = 0.15
 TRANSIENT_ERROR_RATE = 0.1
 
 
-def stack_for_reliability(data_dir: Path, extra_env: dict[str, str] | None = None) -> Stack:
-    """A Stack (not started) whose PostgreSQL and Temporal keep their ports on restart."""
+def stack_for_reliability(
+    data_dir: Path, extra_env: dict[str, str] | None = None, *, transport: str = "kafka"
+) -> Stack:
+    """A Stack (not started) whose PostgreSQL, Temporal and broker keep their ports on
+    restart; ``transport`` is ``kafka`` or ``rabbitmq``."""
+    if transport not in ("kafka", "rabbitmq"):
+        raise ValueError(f"the reliability stack runs on kafka or rabbitmq, not {transport!r}")
     ports: set[int] = set()
-    while len(ports) < 5:
+    while len(ports) < 7:
         ports.add(free_port())
-    pg, temporal, ui, kafka, controller = sorted(ports)
-    # Why Kafka's ports too: with 0 a restarted broker takes new ports, and the
-    # relay and projector keep dialling the old bootstrap address.
+    pg, temporal, ui, kafka, controller, amqp, dist = sorted(ports)
+    # Why the broker's ports too: with 0 a restarted broker takes new ports, and the
+    # relay and projector keep dialling the old address.
     settings = load_settings(
         data_dir=data_dir,
         postgres_port=pg,
@@ -51,8 +56,10 @@ def stack_for_reliability(data_dir: Path, extra_env: dict[str, str] | None = Non
         temporal_ui_port=ui,
         kafka_port=kafka,
         kafka_controller_port=controller,
+        rabbitmq_port=amqp,
+        rabbitmq_dist_port=dist,
         api_port=0,
-        kafka_enabled=True,
+        transport=transport,
     )
     env = {
         "SAGAFLOW_PAYMENT_DECLINE_RATE": str(DECLINE_RATE),
@@ -81,10 +88,17 @@ class Harness:
             "database_url": env.get("SAGAFLOW_DATABASE_URL"),
             "temporal_address": env.get("SAGAFLOW_TEMPORAL_ADDRESS"),
             "kafka_bootstrap": env.get("SAGAFLOW_KAFKA_BOOTSTRAP"),
-            "kafka_enabled": env.get("SAGAFLOW_KAFKA_ENABLED", "true") == "true",
+            "rabbitmq_url": env.get("SAGAFLOW_RABBITMQ_URL"),
+            "transport": env.get("SAGAFLOW_TRANSPORT", "kafka"),
             "data_dir": self.stack.settings.data_dir,
         }
-        for name in ("kafka_topic", "relay_name", "projector_group", "task_queue"):
+        for name in (
+            "kafka_topic",
+            "rabbitmq_exchange",
+            "relay_name",
+            "projector_group",
+            "task_queue",
+        ):
             value = env.get(f"SAGAFLOW_{name.upper()}")
             if value:
                 wanted[name] = value

@@ -39,7 +39,7 @@ from bench.reliability.harness import (
 from bench.reliability.oracle import run_oracle, wait_caught_up
 from eventstore.migrate import psycopg_url
 from sagaflow.services.base import ServiceError
-from sagaflow.settings import Settings
+from sagaflow.settings import Settings, Transport
 from streaming.relay import relay_lag
 
 
@@ -528,6 +528,15 @@ async def kafka_restart(h: Harness, sizes: Sizes) -> ScenarioResult:
     return await run_scenario(h, "kafka_restart", sizes, _service_outage(h, "kafka", sizes))
 
 
+async def rabbitmq_restart(h: Harness, sizes: Sizes) -> ScenarioResult:
+    """Stop the RabbitMQ broker mid-run and start it again (same node, same data):
+    durable quorum queues and persistent messages survive; the relay re-sends what was
+    not confirmed and the projector acknowledges only after its commit."""
+    if h.settings.transport_kind is not Transport.RABBITMQ:
+        raise ValueError("rabbitmq_restart needs the stack on RabbitMQ (--transport rabbitmq)")
+    return await run_scenario(h, "rabbitmq_restart", sizes, _service_outage(h, "rabbitmq", sizes))
+
+
 async def postgres_restart(h: Harness, sizes: Sizes) -> ScenarioResult:
     """Stop PostgreSQL mid-run and start it again (same port, same data)."""
     return await run_scenario(h, "postgres_restart", sizes, _service_outage(h, "postgres", sizes))
@@ -666,6 +675,7 @@ SCENARIOS: dict[str, Callable[[Harness, Sizes], Awaitable[ScenarioResult]]] = {
     "worker_kill": worker_kill,
     "relay_projector_kill": relay_projector_kill,
     "kafka_restart": kafka_restart,
+    "rabbitmq_restart": rabbitmq_restart,
     "postgres_restart": postgres_restart,
     "temporal_restart": temporal_restart,
     "commit_then_fail": commit_then_fail,
@@ -674,3 +684,15 @@ SCENARIOS: dict[str, Callable[[Harness, Sizes], Awaitable[ScenarioResult]]] = {
     "worker_fleet_kill": worker_fleet_kill,
     "projector_group_kill": projector_group_kill,
 }
+
+#: scenarios that exist for one transport only (the others run on either)
+ONLY_ON: dict[str, Transport] = {
+    "kafka_restart": Transport.KAFKA,
+    "rabbitmq_restart": Transport.RABBITMQ,
+}
+
+
+def scenarios_for(transport: Transport | str) -> list[str]:
+    """The scenarios a stack on ``transport`` runs, in their usual order."""
+    kind = Transport(transport)
+    return [name for name in SCENARIOS if ONLY_ON.get(name, kind) is kind]

@@ -18,11 +18,23 @@ def harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Harness]:
         yield h
 
 
+@pytest.fixture(scope="session")
+def rabbit_harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Harness]:
+    """A second stack, on RabbitMQ, for the scenarios run on both transports."""
+    stack = stack_for_reliability(tmp_path_factory.mktemp("reliability-rmq"), transport="rabbitmq")
+    with started(stack) as h:
+        yield h
+
+
 @pytest.fixture(autouse=True)
-def restart_crashed_processes(harness: Harness) -> Iterator[None]:
+def restart_crashed_processes(request: pytest.FixtureRequest) -> Iterator[None]:
     """After each scenario, start again any sagaflow process that died, so one
     scenario's crash (reported by its own test) does not fail the next ones."""
     yield
-    for name in list(harness.stack.procs):
-        if name in ("worker", "relay", "projector", "api") and not harness.process_alive(name):
-            harness.stack.start_process(name)
+    for fixture in ("harness", "rabbit_harness"):
+        if fixture not in request.fixturenames:
+            continue
+        h: Harness = request.getfixturevalue(fixture)
+        for name in list(h.stack.procs):
+            if name in ("worker", "relay", "projector", "api") and not h.process_alive(name):
+                h.stack.start_process(name)

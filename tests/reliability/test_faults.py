@@ -69,6 +69,20 @@ async def test_the_pipeline_recovers_after_a_kafka_restart(harness: Harness) -> 
     assert_targets(await s.kafka_restart(harness, QUICK))
 
 
+async def test_the_pipeline_recovers_after_a_rabbitmq_restart(rabbit_harness: Harness) -> None:
+    result = await s.rabbitmq_restart(rabbit_harness, QUICK)
+    assert result.notes["rabbitmq_down_s"] >= QUICK.outage_s
+    assert_targets(result)
+
+
+async def test_a_projector_group_on_rabbitmq_shares_the_shards_through_kills(
+    rabbit_harness: Harness,
+) -> None:
+    result = await s.projector_group_kill(rabbit_harness, QUICK)
+    assert set(result.notes["killed"]) == {"projector", "projector-2", "projector-3"}
+    assert_targets(result)
+
+
 async def test_sagas_and_projections_recover_after_a_postgres_restart(harness: Harness) -> None:
     assert_targets(await s.postgres_restart(harness, QUICK))
 

@@ -167,6 +167,7 @@ def wait_for_interrupt() -> None:
 @friendly_errors
 def dev() -> None:
     """The main job: local services, worker, relay, projector and API; Ctrl-C stops all."""
+    from sagaflow.codec import keyring_of
     from sagaflow.stack import Stack
 
     settings = _settings()
@@ -183,6 +184,12 @@ def dev() -> None:
         console.print(f"Console:         {stack.api_url}/console")
         if temporal:
             console.print(f"Temporal Web UI: {temporal.addresses['ui']}")
+        if stack.settings.codec_enabled:
+            keyring = keyring_of(stack.settings)
+            assert keyring is not None
+            console.print(
+                f"Payloads encrypted (key {keyring.current!r}); codec: {stack.api_url}/codec"
+            )
         console.print(f"API key (development only): {settings.dev_api_key.get_secret_value()}")
         console.print(f"logs: {stack.log_dir()}")
         console.print(f"ready in {time.monotonic() - started:.1f}s; Ctrl-C stops everything")

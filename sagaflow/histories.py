@@ -14,6 +14,7 @@ change that would break running sagas fails before it is deployed.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import re
 from collections.abc import Sequence
@@ -21,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from temporalio.client import Client, WorkflowHistory
+from temporalio.converter import DataConverter, DefaultFailureConverter
 from temporalio.worker import Replayer
 
 from workflows.registry import SagaRegistry, default_registry
@@ -126,14 +128,28 @@ def first_mismatch(error: BaseException | str) -> str:
 
 
 async def replay_path(
-    path: Path, registry: SagaRegistry | None = None, workflows: Sequence[type] | None = None
+    path: Path,
+    registry: SagaRegistry | None = None,
+    workflows: Sequence[type] | None = None,
+    *,
+    data_converter: DataConverter | None = None,
 ) -> list[ReplayOutcome]:
     """Replay ``path`` (a file or a folder); one outcome per file.
 
     A file that is not a history (or of an unregistered type) gets an outcome with
-    ``readable=False`` and the reason; the other files still replay."""
+    ``readable=False`` and the reason; the other files still replay.
+    ``data_converter``: the one the histories were written with (the payload codec's,
+    for encrypted histories); Temporal's default when None."""
     registry = registry or default_registry()
-    replayer = Replayer(workflows=list(workflows) if workflows is not None else registry.workflows)
+    converter = data_converter or DataConverter.default
+    # Why the plain failure converter: with encrypted payloads, failures are encrypted
+    # too, and a replay failure (e.g. a payload of a key no longer in the keyring)
+    # would read "Encoded failure"; nothing here goes back to the server.
+    converter = dataclasses.replace(converter, failure_converter_class=DefaultFailureConverter)
+    replayer = Replayer(
+        workflows=list(workflows) if workflows is not None else registry.workflows,
+        data_converter=converter,
+    )
     outcomes = []
     for file in history_files(path):
         try:

@@ -127,6 +127,12 @@ def first_mismatch(error: BaseException | str) -> str:
     return line
 
 
+def _encrypted(history: WorkflowHistory) -> bool:
+    """Whether the workflow's input is encrypted by sagaflow's payload codec."""
+    started = history.events[0].workflow_execution_started_event_attributes
+    return any(p.metadata.get("encoding") == b"binary/encrypted" for p in started.input.payloads)
+
+
 async def replay_path(
     path: Path,
     registry: SagaRegistry | None = None,
@@ -159,5 +165,10 @@ async def replay_path(
             continue
         result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
         error = first_mismatch(result.replay_failure) if result.replay_failure else ""
+        if error and converter.payload_codec is None and _encrypted(history):
+            error = (
+                "its payloads are encrypted (binary/encrypted): set SAGAFLOW_CODEC_KEYS to "
+                f"the keys that wrote them ({error})"
+            )
         outcomes.append(ReplayOutcome(file, history.workflow_id, workflow_type, error))
     return outcomes

@@ -15,9 +15,10 @@ from api.container import Container
 from api.contract import refine
 from api.deps import single_valued_query
 from api.errors import install_error_handlers, problem_response
-from api.routes import health, operations, orders, products, returns, sagas
+from api.routes import codec, health, operations, orders, products, returns, sagas
 from eventstore.postgres import PostgresEventStore
 from sagaflow.clients import connect_temporal
+from sagaflow.codec import codec_of
 from sagaflow.settings import Settings, SettingsError
 
 log = logging.getLogger("sagaflow.api")
@@ -67,6 +68,34 @@ class BodyLimit:
 
 class _TooLarge(Exception):
     pass
+
+
+class CodecCors:
+    """CORS for the ``/codec/`` routes only (the Temporal Web UI calls them from its
+    own origin); every other route stays same-origin.
+
+    Preflights (OPTIONS with ``Access-Control-Request-Method``) from an allowed origin
+    are answered here, without auth: a browser never sends credentials on one.
+    """
+
+    def __init__(self, app: ASGIApp, origins: list[str]) -> None:
+        from starlette.middleware.cors import CORSMiddleware
+
+        self.app = app
+        self.cors = CORSMiddleware(
+            app,
+            allow_origins=origins,
+            allow_methods=["POST"],
+            allow_headers=codec.CORS_HEADERS,
+            allow_credentials=True,
+            max_age=600,
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"].startswith("/codec/"):
+            await self.cors(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)
 
 
 def _refine_openapi(app: FastAPI) -> None:
@@ -122,9 +151,12 @@ def create_app(settings: Settings) -> FastAPI:
         dependencies=[Depends(single_valued_query)],
     )
     install_error_handlers(app)
-    for module in (orders, returns, products, sagas, operations, health):
+    for module in (orders, returns, products, sagas, operations, health, codec):
         app.include_router(module.router)
     install_console(app)
     _refine_openapi(app)
+    # The codec of every Temporal client of the process (connect_temporal), for /codec.
+    app.state.codec = codec_of(settings)
     app.add_middleware(BodyLimit, max_bytes=settings.api_max_body_bytes)
+    app.add_middleware(CodecCors, origins=settings.codec_origins)
     return app

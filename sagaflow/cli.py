@@ -175,6 +175,7 @@ def dev(
     ] = 1,
 ) -> None:
     """The main job: local services, worker, relay, projector and API; Ctrl-C stops all."""
+    from sagaflow.codec import keyring_of
     from sagaflow.stack import Stack
 
     settings = _settings()
@@ -191,6 +192,12 @@ def dev(
         console.print(f"Console:         {stack.api_url}/console")
         if temporal:
             console.print(f"Temporal Web UI: {temporal.addresses['ui']}")
+        if stack.settings.codec_enabled:
+            keyring = keyring_of(stack.settings)
+            assert keyring is not None
+            console.print(
+                f"Payloads encrypted (key {keyring.current!r}); codec: {stack.api_url}/codec"
+            )
         console.print(f"API key (development only): {settings.dev_api_key.get_secret_value()}")
         console.print(f"processes: {', '.join(stack.procs)}")
         console.print(f"logs: {stack.log_dir()}")

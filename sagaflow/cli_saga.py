@@ -61,10 +61,17 @@ def replay_command(
     reproduce. A file that is not a Temporal history (or of an unregistered saga
     type) gets a one-line error; exit 2 if any could not be read.
     """
+    from sagaflow.codec import data_converter
     from sagaflow.histories import HistoryFileError, replay_path
 
     try:
-        outcomes = asyncio.run(replay_path(path))
+        # Why the settings' converter: encrypted histories (SAGAFLOW_CODEC_KEYS) only
+        # replay with the keys that wrote them; plain ones replay either way.
+        converter = data_converter(load_settings())
+        outcomes = asyncio.run(replay_path(path, data_converter=converter))
+    except SettingsError as exc:
+        err_console.print(f"error: {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
     except HistoryFileError as exc:
         err_console.print(f"error: {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
@@ -114,18 +121,16 @@ def histories_export_command(
 ) -> None:
     """Write the history of every workflow matching --query from the Temporal server
     (the format of ``temporal workflow show --output json``)."""
-    from temporalio.client import Client
     from temporalio.service import RPCError
 
+    from sagaflow.clients import connect_temporal
     from sagaflow.histories import export_histories
 
     async def run() -> list[Path]:
         settings = _resolved_settings()
         if not settings.temporal_address:
             raise SettingsError("SAGAFLOW_TEMPORAL_ADDRESS: not set (and no local services up)")
-        client = await Client.connect(
-            settings.temporal_address, namespace=settings.temporal_namespace
-        )
+        client = await connect_temporal(settings)
         return await export_histories(client, query, directory, limit=limit)
 
     try:

@@ -1,4 +1,5 @@
-"""Clients built from settings, in one place: Temporal (with TLS) and Kafka security options.
+"""Clients built from settings, in one place: Temporal (with TLS and the payload codec)
+and Kafka security options.
 
 Each process calls these from its own wiring code; nothing connects at import time.
 """
@@ -21,9 +22,16 @@ def temporal_address(settings: Settings) -> str:
 
 
 async def connect_temporal(settings: Settings) -> Any:
-    """A Temporal client for the configured namespace, with mTLS / API key when set."""
+    """A Temporal client for the configured namespace, with mTLS / API key when set and
+    the payload codec (``sagaflow.codec.data_converter``) when SAGAFLOW_CODEC_KEYS is.
+
+    Why every client comes from here (worker, API, CLI): a client with another data
+    converter would write payloads the others cannot read, or read ciphertext.
+    """
     from temporalio.client import Client
     from temporalio.service import TLSConfig
+
+    from sagaflow.codec import data_converter
 
     tls: TLSConfig | bool = False
     if settings.temporal_tls:
@@ -45,6 +53,7 @@ async def connect_temporal(settings: Settings) -> Any:
         namespace=settings.temporal_namespace,
         tls=tls,
         api_key=api_key,
+        data_converter=data_converter(settings),
     )
 
 

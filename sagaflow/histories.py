@@ -14,6 +14,7 @@ change that would break running sagas fails before it is deployed.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import re
 from collections.abc import Sequence
@@ -21,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from temporalio.client import Client, WorkflowHistory
+from temporalio.converter import DataConverter, DefaultFailureConverter
 from temporalio.worker import Replayer
 
 from workflows.registry import SagaRegistry, default_registry
@@ -125,15 +127,35 @@ def first_mismatch(error: BaseException | str) -> str:
     return line
 
 
+def _encrypted(history: WorkflowHistory) -> bool:
+    """Whether the workflow's input is encrypted by sagaflow's payload codec."""
+    started = history.events[0].workflow_execution_started_event_attributes
+    return any(p.metadata.get("encoding") == b"binary/encrypted" for p in started.input.payloads)
+
+
 async def replay_path(
-    path: Path, registry: SagaRegistry | None = None, workflows: Sequence[type] | None = None
+    path: Path,
+    registry: SagaRegistry | None = None,
+    workflows: Sequence[type] | None = None,
+    *,
+    data_converter: DataConverter | None = None,
 ) -> list[ReplayOutcome]:
     """Replay ``path`` (a file or a folder); one outcome per file.
 
     A file that is not a history (or of an unregistered type) gets an outcome with
-    ``readable=False`` and the reason; the other files still replay."""
+    ``readable=False`` and the reason; the other files still replay.
+    ``data_converter``: the one the histories were written with (the payload codec's,
+    for encrypted histories); Temporal's default when None."""
     registry = registry or default_registry()
-    replayer = Replayer(workflows=list(workflows) if workflows is not None else registry.workflows)
+    converter = data_converter or DataConverter.default
+    # Why the plain failure converter: with encrypted payloads, failures are encrypted
+    # too, and a replay failure (e.g. a payload of a key no longer in the keyring)
+    # would read "Encoded failure"; nothing here goes back to the server.
+    converter = dataclasses.replace(converter, failure_converter_class=DefaultFailureConverter)
+    replayer = Replayer(
+        workflows=list(workflows) if workflows is not None else registry.workflows,
+        data_converter=converter,
+    )
     outcomes = []
     for file in history_files(path):
         try:
@@ -143,5 +165,10 @@ async def replay_path(
             continue
         result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
         error = first_mismatch(result.replay_failure) if result.replay_failure else ""
+        if error and converter.payload_codec is None and _encrypted(history):
+            error = (
+                "its payloads are encrypted (binary/encrypted): set SAGAFLOW_CODEC_KEYS to "
+                f"the keys that wrote them ({error})"
+            )
         outcomes.append(ReplayOutcome(file, history.workflow_id, workflow_type, error))
     return outcomes

@@ -246,6 +246,24 @@ class Settings(BaseSettings):
     subscriber_retry_attempts: int = Field(default=5, ge=1, le=100)
     subscriber_backoff_initial_s: float = Field(default=0.5, gt=0)
 
+    # --- payload encryption (issue 16): sagaflow/codec.py ---
+    #: "id:<base64 of 32 bytes>,id:..." (off when unset): every key that may still be
+    #: needed to decrypt; the one named by codec_key_id (default: the first) encrypts.
+    codec_keys: SecretStr | None = Field(
+        default=None, description="payload encryption keyring id:<base64 32 bytes>,... (off)"
+    )
+    codec_key_id: str | None = Field(
+        default=None, description="the key id that encrypts (unset: the first listed)"
+    )
+    codec_cors_origins: str = Field(
+        default="",
+        description="origins allowed to call /codec (unset: the Temporal Web UI's)",
+    )
+    codec_endpoint: str | None = Field(
+        default=None,
+        description="the /codec URL the dev server's Web UI calls (unset: the API's)",
+    )
+
     api_keys: dict[str, str] = Field(
         default_factory=dict, description='JSON {"key": "read,write,admin"}'
     )
@@ -291,6 +309,40 @@ class Settings(BaseSettings):
                 raise ValueError(f"unknown scope(s) {sorted(unknown)}: use read, write, admin")
         return value
 
+    @field_validator("codec_keys", mode="before")
+    @classmethod
+    def _empty_keyring_is_off(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @field_validator("codec_key_id", "codec_endpoint", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @model_validator(mode="after")
+    def _codec_keys_are_usable(self) -> Settings:
+        # Why here and not in a field validator: a field error would echo the value
+        # (the keys) in the message; this one names the variable and the key id only.
+        from sagaflow.codec import parse_keys
+
+        if self.codec_keys is None:
+            if self.codec_key_id is not None:
+                raise ValueError(
+                    f"{ENV_PREFIX}CODEC_KEY_ID: set to {self.codec_key_id!r}, but "
+                    f"{ENV_PREFIX}CODEC_KEYS is not (no keyring to choose the key from)"
+                )
+            return self
+        try:
+            keys = parse_keys(self.codec_keys.get_secret_value())
+        except ValueError as exc:
+            raise ValueError(f"{ENV_PREFIX}CODEC_KEYS: {exc}") from None
+        if self.codec_key_id is not None and self.codec_key_id not in keys:
+            raise ValueError(
+                f"{ENV_PREFIX}CODEC_KEY_ID: {self.codec_key_id!r} is not in "
+                f"{ENV_PREFIX}CODEC_KEYS (its ids: {', '.join(keys)})"
+            )
+        return self
+
     @model_validator(mode="after")
     def _no_insecure_defaults_outside_development(self) -> Settings:
         insecure = self.dev_api_key.get_secret_value() == DEV_API_KEY
@@ -332,6 +384,34 @@ class Settings(BaseSettings):
         return Transport.KAFKA if self.kafka_enabled else Transport.EMBEDDED
 
     @property
+    def codec_enabled(self) -> bool:
+        """True when payloads sent to Temporal are encrypted (SAGAFLOW_CODEC_KEYS set)."""
+        return self.codec_keys is not None
+
+    @property
+    def codec_origins(self) -> list[str]:
+        """Origins allowed to call the API's /codec routes from a browser (CORS)."""
+        listed = [o.strip().rstrip("/") for o in self.codec_cors_origins.split(",")]
+        origins = [o for o in listed if o]
+        if not origins and self.temporal_ui_url:
+            origins = [_origin_of(self.temporal_ui_url)]
+        return origins
+
+    def codec_ui_endpoint(self) -> str | None:
+        """The remote codec URL for the dev server's Web UI: SAGAFLOW_CODEC_ENDPOINT, else
+        the API's ``/codec`` when its port is fixed; None with the codec off or the port
+        unknown (SAGAFLOW_API_PORT=0 outside ``sagaflow dev``)."""
+        if not self.codec_enabled:
+            return None
+        if self.codec_endpoint:
+            return self.codec_endpoint.rstrip("/")
+        if not self.api_port:
+            return None
+        # Why: the browser cannot call a wildcard bind address.
+        host = "127.0.0.1" if self.api_host in ("0.0.0.0", "::", "") else self.api_host
+        return f"http://{host}:{self.api_port}/codec"
+
+    @property
     def kafka_mode(self) -> bool:
         """True when projections are fed through Kafka."""
         return self.transport_kind is Transport.KAFKA
@@ -342,6 +422,14 @@ class Settings(BaseSettings):
         return self.model_copy(
             update={"transport": chosen, "kafka_enabled": chosen is Transport.KAFKA}
         )
+
+
+def _origin_of(url: str) -> str:
+    """``scheme://host[:port]`` of a URL (what a browser sends as Origin)."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}" if parts.scheme and parts.netloc else url
 
 
 def _require_host_port(value: str) -> None:

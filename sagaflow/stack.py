@@ -86,6 +86,11 @@ class Stack:
                 f"{self.projectors} projectors need a broker to share the events: set "
                 "SAGAFLOW_TRANSPORT=kafka or rabbitmq (the embedded feed has one reader)"
             )
+        if not settings.api_port:
+            # Why chosen before the services: the dev server's Web UI is told the API's
+            # /codec address at start (encrypted payloads), and the port must be known.
+            chosen = free_port(settings.api_host)
+            self.settings = settings = settings.model_copy(update={"api_port": chosen})
         self.services = LocalServices(settings)
         try:
             self.services.start()
@@ -97,7 +102,7 @@ class Stack:
     def _start_processes(self) -> None:
         assert self.services is not None
         running = self.services.running
-        port = self.settings.api_port or free_port(self.settings.api_host)
+        port = self.settings.api_port
         env = {
             **os.environ,
             "SAGAFLOW_DATA_DIR": str(self.settings.data_dir),

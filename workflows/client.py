@@ -221,6 +221,9 @@ def engine_options(settings: Settings) -> EngineOptions:
     return EngineOptions(
         search_attributes=settings.saga_search_attributes,
         escalate_after_s=settings.saga_escalate_after_s,
+        # Why: search attributes are stored and indexed in clear whatever the codec;
+        # with payloads encrypted, customer and traveler ids must not sit there.
+        business_keys=not settings.codec_enabled,
     )
 
 
@@ -237,7 +240,9 @@ def start_options(
         "static_details": definition.description or definition.name,
     }
     if settings.saga_search_attributes:
-        options["search_attributes"] = start_attributes(definition, saga_input)
+        options["search_attributes"] = start_attributes(
+            definition, saga_input, business_keys=not settings.codec_enabled
+        )
     return options
 
 

@@ -332,11 +332,16 @@ class EngineOptions:
 
     ``search_attributes``: upsert SagaStatus/SagaStep/business keys as the saga moves
     (needs them registered on the server); ``escalate_after_s``: a compensation parked
-    longer than this records CompensationEscalated, once (0 = never).
+    longer than this records CompensationEscalated, once (0 = never);
+    ``business_keys``: the business keys are search attributes too (off when payloads
+    are encrypted: search attributes are never encrypted, and the keys name people).
     """
 
     search_attributes: bool = False
     escalate_after_s: float = 3600.0
+    # Why True by default: sagas started before this field existed have no value in
+    # their memo and upserted their business keys; their replays must do the same.
+    business_keys: bool = True
 
 
 @dataclass

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from temporalio.client import WorkflowHistory
+from temporalio.converter import DataConverter
 from temporalio.worker import Replayer, WorkflowReplayResult
 
 from workflows.registry import default_registry
@@ -21,12 +22,16 @@ def load_history(path: Path) -> WorkflowHistory:
 
 
 async def replay_history_file(
-    path: Path, workflows: Sequence[type] | None = None
+    path: Path,
+    workflows: Sequence[type] | None = None,
+    *,
+    data_converter: DataConverter | None = None,
 ) -> WorkflowReplayResult:
     """Replay one history; raises the nondeterminism (or other) error on mismatch.
 
     ``workflows`` defaults to every registered saga type's class, so a history of
-    any type replays (the CLI's ``sagaflow replay``)."""
+    any type replays (the CLI's ``sagaflow replay``); ``data_converter`` is the one
+    the history was written with (Temporal's default when None)."""
     classes = list(workflows) if workflows is not None else default_registry().workflows
-    replayer = Replayer(workflows=classes)
+    replayer = Replayer(workflows=classes, data_converter=data_converter or DataConverter.default)
     return await replayer.replay_workflow(load_history(path))

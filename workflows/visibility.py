@@ -74,12 +74,17 @@ def input_keys(definition: SagaDefinition, saga_input: Any) -> dict[str, str]:
     return {k.name: str(k.of(saga_input)) for k in definition.keys if k.of is not None}
 
 
-def start_attributes(definition: SagaDefinition, saga_input: Any) -> TypedSearchAttributes:
-    """The search attributes a saga starts with (set by the client, no workflow command)."""
+def start_attributes(
+    definition: SagaDefinition, saga_input: Any, *, business_keys: bool = True
+) -> TypedSearchAttributes:
+    """The search attributes a saga starts with (set by the client, no workflow command);
+    without ``business_keys``, only the type and status."""
     pairs: list[SearchAttributePair[Any]] = [
         SearchAttributePair(SAGA_TYPE, definition.name),
         SearchAttributePair(SAGA_STATUS, "running"),
     ]
+    if not business_keys:
+        return TypedSearchAttributes(pairs)
     keys = {k.name: k for k in definition.keys}
     for name, value in input_keys(definition, saga_input).items():
         pairs.append(SearchAttributePair(key_of(keys[name]), _typed(keys[name], value)))
@@ -93,7 +98,7 @@ def search_updates(saga: Saga, upserted: dict[str, Any]) -> list[SearchAttribute
         "SagaStatus": (SAGA_STATUS, saga.current_status),
         "SagaStep": (SAGA_STEP, saga.current_step),
     }
-    keys = {k.name: k for k in saga.definition.keys}
+    keys = {k.name: k for k in saga.definition.keys} if saga.options.business_keys else {}
     for name, value in saga.keys.items():
         if name in keys:
             wanted[name] = (key_of(keys[name]), _typed(keys[name], value))

@@ -103,6 +103,11 @@ class TemporalService:
         # registered at every start so the engine's upserts and the UI's queries work.
         for name, kind in saga_search_attributes().items():
             argv += ["--search-attribute", f"{name}={kind}"]
+        # Encrypted payloads: the Web UI decodes them through the API's /codec routes
+        # (from the browser), so the server needs the API's address at start.
+        codec_endpoint = self.settings.codec_ui_endpoint()
+        if codec_endpoint:
+            argv += ["--ui-codec-endpoint", codec_endpoint]
         self._argv = argv
         self._address = f"{host}:{port}"
         self._ui_url = f"http://{host}:{ui_port}"

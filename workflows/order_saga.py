@@ -382,6 +382,7 @@ class OrderSagaWorkflow(SagaWorkflow):
     async def ship(self, request: ShipRequest) -> str:
         """Ship the confirmed order; returns the new status once recorded."""
         self._ship = request
+        self.saga.note_input()
         # Done when shipped, or when the main loop gave the request back (_ship reset).
         await workflow.wait_condition(
             lambda: self.saga.status in (SHIPPED, DELIVERED) or self._ship is None
@@ -407,6 +408,7 @@ class OrderSagaWorkflow(SagaWorkflow):
     async def deliver(self) -> str:
         """Confirm delivery of the shipped order."""
         self._deliver_requested = True
+        self.saga.note_input()
         await workflow.wait_condition(lambda: self.saga.status == DELIVERED)
         return self.saga.status
 

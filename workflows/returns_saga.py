@@ -300,6 +300,7 @@ class ReturnSagaWorkflow(SagaWorkflow):
     async def receive(self, request: ReceiveRequest) -> str:
         """The goods arrived; returns the status once the receipt is recorded."""
         self._receive = request
+        self.saga.note_input()
         await workflow.wait_condition(lambda: self.saga.current_status != AWAITING_GOODS)
         return self.saga.current_status
 

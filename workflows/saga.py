@@ -100,6 +100,14 @@ CANCEL_AT_DURABLE_PATCH = "sagaflow-cancel-at-durable-1"
 """Patch id of the rule that a cancel delivered in the current workflow task waits for
 the next durable command (see :meth:`SagaState.check_cancelled`)."""
 
+DURABLE_BARRIER_PATCH = "sagaflow-durable-barrier-1"
+"""Patch id of the durable barrier (see :meth:`Saga.make_durable`): a compensation,
+and a local step an update asked for, start only in a workflow task after the one
+that decided them."""
+
+BARRIER = timedelta(milliseconds=1)
+"""The barrier's timer: any duration works; its command ends the workflow task."""
+
 # Compensation log states the query shows (see CompensationEntry).
 PENDING, RUNNING, DONE, PARKED, RETRYING, RESOLVED, SKIPPED = (
     "pending",
@@ -236,6 +244,8 @@ class Saga:
         self.cancel_reason: str | None = None
         #: the history length of the workflow task that delivered the cancel
         self._cancel_task = 0
+        #: the history length of the workflow task that last delivered an update
+        self._input_task = -1
         #: whether this run has the engine's additions (False when replaying older runs)
         self.engine_features = False
         self._journal = journal
@@ -294,6 +304,12 @@ class Saga:
         compensation = compensation or declared.compensation
         if declared.kind is COMPENSATABLE and compensation is None:
             raise SagaDefinitionError(f"{where}: a compensatable step needs a compensation")
+        if options.local and self.engine_features:
+            # An update of this very task asked for this step (ship, a cancel that
+            # waits for the next durable command): its delivery must be in the
+            # history before the step commits. A regular activity needs no barrier:
+            # its command is recorded with the update, in one task completion.
+            await self.make_durable(unless_durable_input=True)
         self.check_cancelled(durable_next=not options.local)
         if compensation is not None:
             # Why before the action: if the action commits and then times out, its
@@ -340,6 +356,8 @@ class Saga:
         # Why unlimited attempts: after the pivot there is no way back; the step must
         # eventually succeed (a non-retryable error still parks it for a person).
         options = replace(options, retry=replace(options.retry, max_attempts=0))
+        if options.local and self.engine_features:
+            await self.make_durable(unless_durable_input=True)  # see run_step
         self.current_step = name
         await self._upsert()
         entry: CompensationEntry | None = None
@@ -370,6 +388,38 @@ class Saga:
         """Accept a cancel (the cancel update calls this); :meth:`check_cancelled` acts."""
         self.cancel_reason = reason
         self._cancel_task = workflow.info().get_current_history_length()
+        self.note_input()
+
+    def note_input(self) -> None:
+        """Note that an update delivered in the current workflow task asks for work
+        (a flow's own updates call this: ship, deliver, receive...); the local step
+        it leads to waits behind :meth:`make_durable`."""
+        self._input_task = workflow.info().get_current_history_length()
+
+    async def make_durable(self, *, unless_durable_input: bool = False) -> None:
+        """End the current workflow task with a durable command before going on.
+
+        Why: a local activity commits in the store before the workflow task that ran
+        it completes. If that task is lost (the worker dies), Temporal runs it again
+        from the history before it, and what decided the work may have changed
+        meanwhile: an update delivered in the lost task is not in the history (and
+        its caller may never send it again), and a local activity that failed there
+        (out of stock) may succeed on the retry. Work done in the lost task on such
+        a decision (releases, refunds, a shipment) would then contradict the path
+        the saga takes: the store says compensated, Temporal says awaiting shipment
+        (seen: a worker kill under load). Behind the barrier the decision is in the
+        history first, so every retry takes the same path. A 1 ms timer costs one
+        more workflow task, only on these paths.
+
+        ``unless_durable_input``: skip the barrier unless an update was delivered in
+        this very task (an older one is in the history already).
+        """
+        current = workflow.info().get_current_history_length()
+        if unless_durable_input and self._input_task != current:
+            return
+        if not workflow.patched(DURABLE_BARRIER_PATCH):
+            return  # a run recorded before the barrier: replay it without one
+        await workflow.sleep(BARRIER)
 
     def check_cancelled(self, *, durable_next: bool = False) -> None:
         """Raise SagaAborted when a cancel is due (call between steps).
@@ -436,6 +486,10 @@ class Saga:
             raise SagaDefinitionError(
                 f"saga {self.saga_type!r}: cannot compensate across the committed pivot"
             )
+        # Why first: what decided to compensate (a failed local step, a cancel) must be
+        # in the history before the first compensation commits.
+        if self.engine_features:
+            await self.make_durable()
         self.compensating = True
         self.failure = reason
         self.status = STATUS_COMPENSATING
@@ -511,6 +565,9 @@ class Saga:
                 ).add(1, {"saga_type": self.saga_type})
                 await self._record("CompensationEscalated", step=step, reason=str(escalate))
         await workflow.wait_condition(lambda: step in self._decisions)
+        if self.engine_features:
+            # The operator's decision must be in the history before it is acted on.
+            await self.make_durable(unless_durable_input=True)
         decision, note, operator = self._decisions.pop(step)
         entry.note, entry.operator = note, operator
         if not self.parked_steps:
@@ -557,6 +614,7 @@ class Saga:
         entry = next(c for c in self.compensation_log if c.step == step and c.status == PARKED)
         entry.status = RETRYING if decision == "retry" else RUNNING
         self._decisions[step] = (decision, note, operator)
+        self.note_input()
         return entry
 
     # --- plan -------------------------------------------------------------------

@@ -7,9 +7,11 @@ checks the streams, the stock levels (conserved) and the payment ledger.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
-from temporalio.client import Client
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import Client, WorkflowHandle
 from temporalio.service import RPCError
 
 from activities.payment import SimulatedPaymentProvider, TransientProviderError
@@ -174,7 +176,28 @@ async def test_cancel_before_shipping_refunds_cancels_and_releases(
     figures = await check_invariants(store, STOCK, [order_id])
     assert figures["levels"]["A"] == (10, 0, 0)
     assert figures["net_cents"] == 0
+    # The cancel's acceptance is durable before the first compensation commits: a
+    # timer (the barrier) ends the task that took the update, and the releases and
+    # refunds (local activities) only start in a later task.
+    kinds = await _history_kinds(handle)
+    accepted = kinds.index("UPDATE_ACCEPTED")
+    after = kinds[accepted:]
+    first_local = after.index("MARKER:core_local_activity")
+    assert "TIMER_STARTED" in after[:first_local], after[:first_local]
+    assert "WORKFLOW_TASK_COMPLETED" in after[after.index("TIMER_STARTED") : first_local]
     await record_history(handle, "order/cancel_before_shipping")
+
+
+async def _history_kinds(handle: WorkflowHandle[Any, Any]) -> list[str]:
+    """The history's event types (markers with their name), in order."""
+    kinds = []
+    async for event in handle.fetch_history_events():
+        kind = EventType.Name(event.event_type).removeprefix("EVENT_TYPE_")
+        kind = kind.replace("WORKFLOW_EXECUTION_UPDATE_", "UPDATE_")
+        if event.HasField("marker_recorded_event_attributes"):
+            kind = f"MARKER:{event.marker_recorded_event_attributes.marker_name}"
+        kinds.append(kind)
+    return kinds
 
 
 async def test_cancel_after_shipping_is_refused_and_changes_nothing(

@@ -1,9 +1,11 @@
 """Recorded histories of every order-saga path replay against the current code.
 
-Two generations, both kept: ``histories/order/pre_engine/`` was recorded before the
-saga engine (no patch marker), ``histories/order/`` with it (marker
-``sagaflow-engine-1``). Both must replay: the engine's additions are gated by
-``workflow.patched``, and a control shows the old ones fail without that gate.
+Three generations, all kept: ``histories/order/pre_engine/`` was recorded before the
+saga engine (no patch marker), ``histories/order/pre_barrier/`` with it (marker
+``sagaflow-engine-1``) but before the durable barrier, ``histories/order/`` with both
+(compensating paths carry ``sagaflow-durable-barrier-1``). All must replay: each
+addition is gated by ``workflow.patched``, and a control shows the old ones fail
+without that gate.
 Re-record the current generation with ``SAGAFLOW_RECORD_HISTORIES=1`` (README.md).
 """
 
@@ -18,12 +20,21 @@ from temporalio.worker import Replayer, UnsandboxedWorkflowRunner
 from workflows.models import ORDER_SAGA, Charged, OrderSagaInput, OrderSagaResult
 from workflows.order_saga import OrderSagaWorkflow
 from workflows.replay import load_history, replay_history_file
-from workflows.saga import ENGINE_PATCH, Saga
+from workflows.saga import DURABLE_BARRIER_PATCH, ENGINE_PATCH, Saga
 
 ROOT = Path(__file__).parent / "histories" / "order"
 CURRENT = sorted(ROOT.glob("*.json"))
 PRE_ENGINE = sorted((ROOT / "pre_engine").glob("*.json"))
-HISTORIES = CURRENT + PRE_ENGINE
+PRE_BARRIER = sorted((ROOT / "pre_barrier").glob("*.json"))
+HISTORIES = CURRENT + PRE_BARRIER + PRE_ENGINE
+#: the paths that compensate, or act on an update with a local step: the barrier's
+COMPENSATING = {
+    "payment_declined",
+    "out_of_stock_second_line",
+    "cancel_before_shipping",
+    "compensation_parked_then_retried",
+    "ship_deadline_expired",
+}
 EXPECTED_PATHS = {
     "happy_path",
     "payment_declined",
@@ -56,23 +67,30 @@ def _placeholder_charge() -> Charged:
     return Charged(payment_id="pay-swapped", amount_cents=0)
 
 
-def test_a_history_is_kept_for_every_saga_path_of_both_generations() -> None:
+def test_a_history_is_kept_for_every_saga_path_of_every_generation() -> None:
     assert {path.stem for path in CURRENT} == EXPECTED_PATHS
+    assert {path.stem for path in PRE_BARRIER} == EXPECTED_PATHS
     assert {path.stem for path in PRE_ENGINE} == EXPECTED_PATHS
 
 
-def _has_engine_marker(path: Path) -> bool:
+def _has_marker(path: Path, patch: str = ENGINE_PATCH) -> bool:
     for event in load_history(path).events:
         if event.HasField("marker_recorded_event_attributes"):
             details = event.marker_recorded_event_attributes.details
-            if any(ENGINE_PATCH.encode() in p.data for d in details.values() for p in d.payloads):
+            if any(patch.encode() in p.data for d in details.values() for p in d.payloads):
                 return True
     return False
 
 
-def test_only_the_current_generation_carries_the_engine_patch_marker() -> None:
-    assert all(_has_engine_marker(p) for p in CURRENT)
-    assert not any(_has_engine_marker(p) for p in PRE_ENGINE)
+def test_only_the_engine_generations_carry_the_engine_patch_marker() -> None:
+    assert all(_has_marker(p) for p in CURRENT + PRE_BARRIER)
+    assert not any(_has_marker(p) for p in PRE_ENGINE)
+
+
+def test_the_barrier_marker_is_on_the_current_compensating_paths_only() -> None:
+    marked = {p.stem for p in CURRENT if _has_marker(p, DURABLE_BARRIER_PATCH)}
+    assert COMPENSATING <= marked
+    assert not any(_has_marker(p, DURABLE_BARRIER_PATCH) for p in PRE_BARRIER + PRE_ENGINE)
 
 
 @pytest.mark.parametrize("path", HISTORIES, ids=lambda p: f"{p.parent.name}/{p.stem}")

@@ -149,8 +149,8 @@ class RelayLease:
             keepalives_count=3,
         )
         ms = int(timeout * 1000)
-        # Why idle_session_timeout: the lock must not outlive a relay that stopped
-        # talking (paused, cut off) while its socket stays open. The active relay
+        # Why idle_session_timeout (PostgreSQL 14+): the lock must not outlive a relay that
+        # stopped talking (paused, cut off) while its socket stays open. The active relay
         # heartbeats every SAGAFLOW_RELAY_LEASE_HEARTBEAT_S (at most half of the
         # timeout, see settings), so only a silent one loses its session, and with
         # it the lock. statement_timeout bounds the takeover's row lock wait.

@@ -215,8 +215,8 @@ class Relay:
                 except LeaseLost as exc:
                     # Another relay took over while this one was publishing (its lock
                     # session ended while it was paused or cut off): stand by again.
-                    log.warning("relay: %s; standing by", exc)
                     if self.lease is not None:
+                        log.warning("relay %s: lost the lease (%s)", self.lease.holder, exc)
                         self.lease.lost.set()
                 except RETRYABLE as exc:
                     if (fatal := await why_refused(s, exc)) is not None:

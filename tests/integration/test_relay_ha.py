@@ -339,3 +339,63 @@ def test_the_embedded_transport_has_no_relay_to_run(database_url: str) -> None:
     assert done.returncode == 2
     assert "embedded has no relay" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+async def test_a_paused_relay_loses_its_lease_and_stands_by_when_it_wakes(
+    kafka_settings: Settings, pg_store: PostgresEventStore, tmp_path: Path
+):
+    """SIGSTOP keeps the active relay's sockets open: its lock goes only when its
+    session times out (SAGAFLOW_RELAY_LEASE_TIMEOUT_S); woken, it must not publish
+    beside the new holder nor move the checkpoint, and it serves as the standby."""
+    s = kafka_settings
+    timeout = {"SAGAFLOW_RELAY_LEASE_TIMEOUT_S": "2", "SAGAFLOW_RELAY_LEASE_HEARTBEAT_S": "0.5"}
+    await register_products(pg_store, SKUS)
+    async with relay_process(s, "relay-a", tmp_path / "a.log", **timeout) as a:
+        await wait_for(lambda: _held_by(pg_store, s, "relay-a"), what="relay-a active")
+        async with relay_process(s, "relay-b", tmp_path / "b.log", **timeout) as b:
+            await _paused_then_woken(s, pg_store, tmp_path, a, b)
+        status = await _lease(pg_store, s)
+        assert a.returncode is None
+    assert status is not None and (status.epoch, status.takeovers) == (3, 2)
+    feed = await pg_store.read_feed(limit=100_000)
+    _check_wire(await _wire(s, ""), feed)
+
+
+async def _paused_then_woken(
+    s: Settings,
+    pg_store: PostgresEventStore,
+    tmp_path: Path,
+    a: asyncio.subprocess.Process,
+    b: asyncio.subprocess.Process,
+) -> None:
+    """SIGSTOP relay-a (active) until relay-b holds the lease, SIGCONT it, check it
+    stands by, then stop relay-b and check relay-a takes over again."""
+
+    async def b_stands_by() -> bool:
+        return "standing by" in (tmp_path / "b.log").read_text()
+
+    await wait_for(b_stands_by, what="relay-b standing by")
+    a.send_signal(signal.SIGSTOP)
+    paused = time.monotonic()
+    try:
+        await run_orders(pg_store, 10, prefix="p-", skus=SKUS)
+        await wait_for(lambda: _held_by(pg_store, s, "relay-b"), what="relay-b active")
+        took_over_s = time.monotonic() - paused
+    finally:
+        a.send_signal(signal.SIGCONT)
+
+    async def a_stood_by() -> bool:
+        return "lost the lease" in (tmp_path / "a.log").read_text()
+
+    await wait_for(a_stood_by, what="relay-a standing by")
+    await run_orders(pg_store, 10, prefix="q-", skus=SKUS)
+
+    async def drained() -> bool:
+        return (await relay_lag(pg_store, s.relay_name)).events == 0
+
+    await wait_for(drained, what="relay-b relaying")
+    assert await _held_by(pg_store, s, "relay-b")
+    b.send_signal(signal.SIGTERM)  # relay-a, awake, is the standby now
+    await b.wait()
+    await wait_for(lambda: _held_by(pg_store, s, "relay-a"), what="relay-a active again")
+    assert 2.0 <= took_over_s <= 2.0 + TAKEOVER_BOUND_S, took_over_s

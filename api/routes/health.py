@@ -54,7 +54,6 @@ async def refresh_gauges(c: Container) -> None:
         relay = await relay_lag(c.store, settings.relay_name)
         m.relay_lag_events.set(relay.events)
         m.relay_lag_seconds.set(relay.seconds)
-        await _refresh_lease(c)
     lag = await projector_lag(c.store, settings)
     # One projector applies every read model in one transaction: one lag for all.
     for projection in default_projections():
@@ -87,6 +86,8 @@ async def refresh_gauges(c: Container) -> None:
         m.escalated_steps.labels(counts.saga_type).set(counts.escalated)
     m.temporal_backlog.set(await c.temporal_backlog())
     m.feed_horizon_held.set((await c.store.feed_status()).horizon_held_s)
+    if settings.transport_kind.value != "embedded":
+        await _refresh_lease(c)
 
 
 async def _refresh_lease(c: Container) -> None:

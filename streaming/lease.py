@@ -184,7 +184,7 @@ class RelayLease:
                 if fence is not None:
                     return fence
                 await _sleep_or_stop(stop, poll)
-            except (psycopg.OperationalError, OSError, TimeoutError) as exc:
+            except (psycopg.OperationalError, psycopg.InterfaceError, OSError, TimeoutError) as exc:
                 log.warning(
                     "relay %s: lease of %s: %s (%s); retrying in %.1fs",
                     self.holder,

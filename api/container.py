@@ -39,6 +39,22 @@ class Metrics:
         self.relay_lag_seconds = Gauge(
             "sagaflow_relay_lag_seconds", "age of the oldest unpublished event", registry=r
         )
+        self.relay_leader = Gauge(
+            "sagaflow_relay_leader",
+            "1 for the relay holding the destination's lease (0: the last holder, lease free)",
+            ["relay_id", "destination"],
+            registry=r,
+        )
+        self.relay_takeovers = Gauge(
+            "sagaflow_relay_takeovers_total",
+            "times another relay took the destination's lease over (from relay_leases)",
+            registry=r,
+        )
+        self.relay_lease_epoch = Gauge(
+            "sagaflow_relay_lease_epoch",
+            "the lease's fencing epoch (one more on every acquisition)",
+            registry=r,
+        )
         self.projection_lag_events = Gauge(
             "sagaflow_projection_lag_events", "events not yet applied", ["read_model"], registry=r
         )

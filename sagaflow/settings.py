@@ -176,6 +176,20 @@ class Settings(BaseSettings):
     )
     relay_backoff_initial_s: float = Field(default=0.2, gt=0)
     relay_backoff_max_s: float = Field(default=10.0, gt=0)
+    # Relay high availability (issue 16): any number of relays run, the holder of the
+    # destination's lease publishes (streaming/lease.py).
+    relay_id: str = Field(
+        default="", max_length=200, description="this relay in logs and /metrics; '' = host:pid"
+    )
+    relay_standby_poll_s: float = Field(
+        default=0.5, gt=0, le=60, description="how often a standby relay tries to take the lease"
+    )
+    relay_lease_heartbeat_s: float = Field(
+        default=1.0, gt=0, le=60, description="how often the active relay checks its lease"
+    )
+    relay_lease_timeout_s: float = Field(
+        default=5.0, ge=1, le=3600, description="a relay silent this long loses its lease"
+    )
     projector_group: str = Field(default="sagaflow-projector", description="consumer group")
     projector_batch_size: int = Field(default=2000, ge=1, le=100_000)
     projector_poll_interval_s: float = Field(default=0.05, gt=0)
@@ -366,6 +380,12 @@ class Settings(BaseSettings):
         ]
         if len(distinct) != len(set(distinct)):
             raise ValueError("the fixed service ports must differ from each other")
+        if self.relay_lease_heartbeat_s * 2 > self.relay_lease_timeout_s:
+            raise ValueError(
+                f"{ENV_PREFIX}RELAY_LEASE_HEARTBEAT_S ({self.relay_lease_heartbeat_s:g}) must be "
+                f"at most half of {ENV_PREFIX}RELAY_LEASE_TIMEOUT_S "
+                f"({self.relay_lease_timeout_s:g}), or a live relay loses its lease"
+            )
         if self.transport is None and not self.kafka_enabled and not _DEPRECATION_SAID:
             _DEPRECATION_SAID.append(True)
             logging.getLogger("sagaflow.settings").warning(

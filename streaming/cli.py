@@ -13,6 +13,7 @@ import typer
 from rich.console import Console
 
 from sagaflow.settings import Settings, SettingsError, Transport
+from streaming.lease import LeaseRefused
 from streaming.relay import RETRYABLE, run_relay
 from streaming.transport import TransportRefused, refused
 
@@ -45,14 +46,18 @@ def _run(work: Callable[[Settings, asyncio.Event], Awaitable[None]]) -> None:
 
     try:
         asyncio.run(main())
-    except (SettingsError, ValueError, TransportRefused) as exc:
+    except (SettingsError, ValueError, TransportRefused, LeaseRefused) as exc:
         err_console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
 
 
 @app.command("relay")
 def relay_command() -> None:
-    """Follow the event store's feed from its checkpoint and publish it to the transport."""
+    """Follow the event store's feed from its checkpoint and publish it to the transport.
+
+    Several may run: the one holding the destination's lease publishes, the others
+    stand by and take over when it dies (SAGAFLOW_RELAY_ID names each in the log).
+    """
     _run(lambda settings, stop: run_relay(settings, stop))
 
 

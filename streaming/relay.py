@@ -7,6 +7,11 @@ the batch's last feed cursor. A crash between confirmation and checkpoint re-sen
 the batch: duplicates, never losses; consumers dedupe by stream version. When the
 broker is unreachable the relay backs off exponentially and retries the same batch
 from the same cursor, so nothing is skipped.
+
+High availability (``streaming.lease``): any number of relays may run; the one
+holding the destination's lease publishes, the others stand by and take over when
+it dies. Every checkpoint write of the active relay carries its lease epoch and is
+refused once another relay took over, so only the current holder moves it.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from eventstore.envelope import START, EncodedEvent, FeedCursor
 from eventstore.postgres import PostgresEventStore
 from sagaflow.settings import Settings
 from streaming.kafka import quiet_kafka_logs, run_until_stopped
+from streaming.lease import Fence, LeaseLost, RelayLease
 from streaming.transport import Publisher, make_publisher, why_refused
 
 log = logging.getLogger("sagaflow.relay")
@@ -57,21 +63,59 @@ async def load_checkpoint(pool: AsyncConnectionPool, relay_name: str) -> FeedCur
         return FeedCursor(*row) if row else START
 
 
-async def save_checkpoint(pool: AsyncConnectionPool, relay_name: str, cursor: FeedCursor) -> None:
-    """Store the cursor (monotonic: an older cursor never overwrites a newer one)."""
+async def save_checkpoint(
+    pool: AsyncConnectionPool, relay_name: str, cursor: FeedCursor, *, fence: Fence | None = None
+) -> None:
+    """Store the cursor (monotonic: an older cursor never overwrites a newer one).
+
+    With ``fence`` (the relay always passes its lease's) the write happens only while
+    the destination's lease row still holds that epoch and checkpoint name, and
+    LeaseLost is raised otherwise. Without it the write is unconditional: for tools
+    that seed a checkpoint before any relay runs.
+    """
+    params = {"name": relay_name, "epoch": cursor.epoch, "tx": cursor.tx_id, "pos": cursor.position}
+    if fence is None:
+        async with pool.connection() as conn:
+            await conn.execute(SAVE_CHECKPOINT, params)
+        return
     async with pool.connection() as conn:
-        await conn.execute(
-            """
-            INSERT INTO relay_checkpoints (relay_name, epoch, tx_id, position)
-            VALUES (%s, %s, %s, %s)
-            ON CONFLICT (relay_name) DO UPDATE
-            SET epoch = EXCLUDED.epoch, tx_id = EXCLUDED.tx_id, position = EXCLUDED.position,
-                updated_at = now()
-            WHERE (relay_checkpoints.epoch, relay_checkpoints.tx_id, relay_checkpoints.position)
-                < (EXCLUDED.epoch, EXCLUDED.tx_id, EXCLUDED.position)
-            """,
-            (relay_name, cursor.epoch, cursor.tx_id, cursor.position),
+        cur = await conn.execute(
+            SAVE_FENCED_CHECKPOINT,
+            {**params, "dest": fence.destination, "lease_epoch": fence.epoch},
         )
+        row = await cur.fetchone()
+    if row is None or int(row[0]) != fence.epoch:
+        now = "gone" if row is None else f"at epoch {row[0]}"
+        raise LeaseLost(
+            f"checkpoint of {fence.destination} refused: written under epoch {fence.epoch}, "
+            f"the lease is {now}"
+        )
+
+
+_UPSERT = """
+ON CONFLICT (relay_name) DO UPDATE
+SET epoch = EXCLUDED.epoch, tx_id = EXCLUDED.tx_id, position = EXCLUDED.position,
+    updated_at = now()
+WHERE (relay_checkpoints.epoch, relay_checkpoints.tx_id, relay_checkpoints.position)
+    < (EXCLUDED.epoch, EXCLUDED.tx_id, EXCLUDED.position)
+"""
+SAVE_CHECKPOINT = (
+    "INSERT INTO relay_checkpoints (relay_name, epoch, tx_id, position) "
+    "VALUES (%(name)s, %(epoch)s, %(tx)s, %(pos)s)" + _UPSERT
+)
+#: Why one statement with the epoch check FOR SHARE: a takeover locks the lease row
+#: FOR UPDATE to bump the epoch (``streaming.lease``), so this write either commits
+#: before the new epoch exists (and the new holder reads the checkpoint after it) or
+#: sees the new epoch and writes nothing; never both relays' writes interleaved. The
+#: data-modifying CTE runs whether or not the outer SELECT reads it; the outer SELECT
+#: reports the epoch found (no row: the lease row is gone or names another checkpoint).
+SAVE_FENCED_CHECKPOINT = (
+    "WITH fence AS (SELECT epoch FROM relay_leases WHERE destination = %(dest)s "
+    "AND relay_name = %(name)s FOR SHARE), saved AS ("
+    "INSERT INTO relay_checkpoints (relay_name, epoch, tx_id, position) "
+    "SELECT %(name)s, %(epoch)s, %(tx)s, %(pos)s FROM fence "
+    "WHERE fence.epoch = %(lease_epoch)s" + _UPSERT + ") SELECT epoch FROM fence"
+)
 
 
 async def relay_lag(store: EventStore, relay_name: str = "main") -> Lag:
@@ -121,7 +165,12 @@ RETRYABLE: tuple[type[BaseException], ...] = (
 
 
 class Relay:
-    """Publishes the store's feed to the chosen transport from its checkpoint."""
+    """Publishes the store's feed to the chosen transport from its checkpoint.
+
+    With a ``lease`` it first stands by until it holds the destination's lease,
+    publishes while it holds it, and stands by again when it loses it; without one
+    (benchmarks, tools) it publishes at once and its checkpoint writes are unfenced.
+    """
 
     def __init__(
         self,
@@ -130,11 +179,13 @@ class Relay:
         *,
         publisher: Callable[[], Publisher] | None = None,
         after_publish: AfterPublish | None = None,
+        lease: RelayLease | None = None,
     ) -> None:
         self.store = store
         self.settings = settings
         self.make_publisher = publisher or (lambda: make_publisher(settings, store.pool))
         self.after_publish = after_publish
+        self.lease = lease
         self.published = 0
         self.cursor = START
         self.horizon_held_s = 0.0
@@ -145,22 +196,44 @@ class Relay:
         stop = stop or asyncio.Event()
         s = self.settings
         delay = s.relay_backoff_initial_s
-        while not stop.is_set():
-            try:
-                # Why reload the cursor each time: after a failed batch some of its
-                # events may be in Kafka and some not; re-sending from the stored
-                # cursor covers the missing ones and consumers drop the duplicates.
-                self.cursor = await load_checkpoint(self.store.pool, s.relay_name)
-                await self._publish_until(stop)
-                return
-            except RETRYABLE as exc:
-                if (fatal := await why_refused(s, exc)) is not None:
-                    raise fatal from None
-                # The broker or PostgreSQL is away (broker restart, database restart):
-                # back off and resume from the checkpoint; never exit.
-                log.warning("relay: %s (%s); retrying in %.1fs", type(exc).__name__, exc, delay)
-                await _sleep_or_stop(stop, delay)
-                delay = min(delay * 2, s.relay_backoff_max_s)
+        try:
+            while not stop.is_set():
+                try:
+                    if self.lease is not None and not self.lease.alive():
+                        await self.lease.release()
+                        if await self.lease.acquire(stop) is None:
+                            return
+                    # Why reload the cursor each time: after a failed batch some of its
+                    # events may be in Kafka and some not; re-sending from the stored
+                    # cursor covers the missing ones and consumers drop the duplicates.
+                    # After a takeover it is where the previous holder's last confirmed
+                    # batch ended: its unconfirmed ones are sent again, nothing skipped.
+                    self.cursor = await load_checkpoint(self.store.pool, s.relay_name)
+                    await self._publish_until(stop)
+                    if self.lease is None or self.lease.alive():
+                        return
+                except LeaseLost as exc:
+                    # Another relay took over while this one was publishing (its lock
+                    # session ended while it was paused or cut off): stand by again.
+                    if self.lease is not None:
+                        log.warning("relay %s: lost the lease (%s)", self.lease.holder, exc)
+                        self.lease.lost.set()
+                except RETRYABLE as exc:
+                    if (fatal := await why_refused(s, exc)) is not None:
+                        raise fatal from None
+                    # The broker or PostgreSQL is away (broker restart, database
+                    # restart): back off and resume from the checkpoint; never exit.
+                    # The lease is kept while its heartbeat holds (a standby could do
+                    # no better with the same broker); PostgreSQL restarting ends it.
+                    log.warning("relay: %s (%s); retrying in %.1fs", type(exc).__name__, exc, delay)
+                    await _sleep_or_stop(stop, delay)
+                    delay = min(delay * 2, s.relay_backoff_max_s)
+        finally:
+            if self.lease is not None:
+                await self.lease.release()
+
+    def _halted(self, stop: asyncio.Event) -> bool:
+        return stop.is_set() or (self.lease is not None and self.lease.lost.is_set())
 
     async def _publish_until(self, stop: asyncio.Event) -> None:
         s = self.settings
@@ -174,7 +247,7 @@ class Relay:
         read_to = self.cursor
         try:
             await publisher.start()
-            while not stop.is_set():
+            while not self._halted(stop):
                 # Why encoded by the store: the envelope is built once, in SQL, and
                 # sent as it comes (no parse of ``data`` and no re-encoding here).
                 batch = await self.store.read_feed_encoded(read_to, s.relay_batch_size)
@@ -186,6 +259,9 @@ class Relay:
                 if not batch and not inflight:
                     await self._watch_horizon()
                     await _sleep_or_stop(stop, s.relay_poll_interval_s)
+            # Why confirm what is in flight even when the lease was lost: the fence
+            # decides. Nobody took over yet: the checkpoint is true and saves the next
+            # holder a re-send. Somebody did: LeaseLost, and the checkpoint is theirs.
             while inflight:
                 await self._confirm(*inflight.popleft())
         finally:
@@ -198,7 +274,12 @@ class Relay:
         await confirmed
         if self.after_publish is not None:
             await self.after_publish(batch)
-        await save_checkpoint(self.store.pool, self.settings.relay_name, batch[-1].cursor)
+        fence = self.lease.fence if self.lease is not None else None
+        if self.lease is not None and fence is None:
+            raise LeaseLost("the lease was released before the checkpoint")
+        await save_checkpoint(
+            self.store.pool, self.settings.relay_name, batch[-1].cursor, fence=fence
+        )
         self.cursor = batch[-1].cursor
         self.published += len(batch)
 
@@ -234,15 +315,22 @@ async def run_relay(
     *,
     after_publish: AfterPublish | None = None,
 ) -> None:
-    """Process entry point: migrate, connect and relay until ``stop`` (or forever)."""
+    """Process entry point: migrate, connect, then stand by or relay until ``stop``.
+
+    Raises LeaseRefused (before publishing anything) when another checkpoint name
+    owns this relay's destination.
+    """
     if not settings.database_url:
         raise ValueError("SAGAFLOW_DATABASE_URL is not set")
     make_publisher(settings)  # fails fast on embedded (no relay) or a missing broker setting
     quiet_kafka_logs()
     store = await PostgresEventStore.connect(settings.database_url, max_size=4)
+    lease = RelayLease(settings, settings.database_url)
     try:
+        await lease.check_owner()
         stop = stop or asyncio.Event()
-        relay = Relay(store, settings, after_publish=after_publish)
+        relay = Relay(store, settings, after_publish=after_publish, lease=lease)
         await run_until_stopped(relay.run(stop), stop)
     finally:
+        await lease.release()
         await store.close()

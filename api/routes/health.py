@@ -86,3 +86,21 @@ async def refresh_gauges(c: Container) -> None:
         m.escalated_steps.labels(counts.saga_type).set(counts.escalated)
     m.temporal_backlog.set(await c.temporal_backlog())
     m.feed_horizon_held.set((await c.store.feed_status()).horizon_held_s)
+    if settings.transport_kind.value != "embedded":
+        await _refresh_lease(c)
+
+
+async def _refresh_lease(c: Container) -> None:
+    """Which relay publishes the destination now, and how often the lease changed hands."""
+    from streaming.lease import destination, lease_status
+
+    m = c.metrics
+    async with c.pool.connection() as conn:
+        status = await lease_status(conn, destination(c.settings))
+    # Why clear first: the previous holder's series must go when another took over.
+    m.relay_leader.clear()
+    if status is None:
+        return
+    m.relay_leader.labels(status.holder, status.destination).set(1 if status.held else 0)
+    m.relay_takeovers.set(status.takeovers)
+    m.relay_lease_epoch.set(status.epoch)

@@ -308,3 +308,26 @@ def key_whose_order(declines: bool, rate: float = DECLINE_RATE) -> str:
         order_id = str(uuid.uuid5(IDEMPOTENCY_NAMESPACE, key))
         if (draw(order_id, "decline") < rate) == declines:
             return key
+
+
+# --- relay replicas (relay_failover) ----------------------------------------------------
+
+
+def start_relay_replica(h: Harness, name: str) -> None:
+    """Another ``sagaflow relay`` beside the stack's, known as ``name`` in the stack's
+    processes and (``SAGAFLOW_RELAY_ID``) in the lease; stopped with the stack."""
+    import sys
+
+    from sagaflow.services.base import spawn
+
+    env = {**h.stack.env, "SAGAFLOW_RELAY_ID": name}
+    argv = [sys.executable, "-m", "sagaflow.cli", "relay"]
+    h.stack.procs[name] = spawn(argv, log_file=h.stack.log_dir() / f"{name}.log", env=env)
+
+
+def stop_relay_replica(h: Harness, name: str) -> None:
+    """Stop a replica started by ``start_relay_replica`` (SIGTERM: it gives its lease up)."""
+    proc = h.stack.procs.pop(name, None)
+    if proc is not None and proc.poll() is None:
+        stop_process(proc.pid, sig=signal.SIGTERM, timeout_s=30)
+        proc.wait(timeout=10)

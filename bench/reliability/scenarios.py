@@ -16,6 +16,7 @@ import json
 import random
 import re
 import signal
+import statistics
 import sys
 import time
 import uuid
@@ -671,6 +672,131 @@ async def idempotency_storm(h: Harness, sizes: Sizes) -> ScenarioResult:
     return result
 
 
+#: the second relay of ``relay_failover`` (its SAGAFLOW_RELAY_ID and process name)
+RELAY_REPLICA = "relay-replica"
+#: the promise of relay HA: the standby holds the lease this soon after a kill -9
+TAKEOVER_BOUND_S = 5.0
+
+
+async def relay_failover(h: Harness, sizes: Sizes) -> ScenarioResult:
+    """Two relays; kill -9 whichever publishes, again and again, while orders flow: the
+    standby must take the lease over within 5 s each time and lose nothing."""
+    from bench.reliability.harness import start_relay_replica, stop_relay_replica
+    from streaming.lease import LeaseStatus, destination, lease_status
+
+    dest = destination(h.settings)
+    takeovers: list[float] = []
+    restarts: list[float] = []
+    problems: list[str] = []
+
+    async def lease(store: Any) -> LeaseStatus | None:
+        async with store.pool.connection() as conn:
+            return await lease_status(conn, dest)
+
+    def process_of(holder: str) -> str | None:
+        for name in ("relay", RELAY_REPLICA):
+            proc = h.stack.procs.get(name)
+            if proc is None or proc.poll() is not None:
+                continue
+            # the replica is named by its SAGAFLOW_RELAY_ID, the stack's relay by host:pid
+            if holder == name or holder.rsplit(":", 1)[-1] == str(proc.pid):
+                return name
+        return None
+
+    async def both_connected(store: Any) -> bool:
+        """Both relays have their lease sessions (the standby polls the lock)."""
+        async with store.pool.connection() as conn:
+            cur = await conn.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE %s "
+                "AND datname = current_database()",
+                ("sagaflow relay %",),
+            )
+            row = await cur.fetchone()
+        return bool(row and row[0] >= 2)
+
+    async def act(n: int) -> None:
+        store = await h.store()
+        try:
+            # Why wait for both: the promise is about a standby that runs; a relay
+            # killed before its restarted peer has even connected would time its start.
+            before = await lease(store)
+            for _ in range(300):
+                ready = before is not None and before.held and process_of(before.holder)
+                if ready and await both_connected(store):
+                    break
+                await asyncio.sleep(0.1)
+                before = await lease(store)
+            active = process_of(before.holder) if before is not None else None
+            if before is None or active is None:
+                problems.append(f"kill {n}: no live relay holds the lease ({before})")
+                return
+            h.stack.kill(active, signal.SIGKILL)
+            killed = time.monotonic()
+            while time.monotonic() - killed < 30:
+                now = await lease(store)
+                if now is not None and now.held and now.epoch > before.epoch:
+                    takeovers.append(round(time.monotonic() - killed, 2))
+                    break
+                await asyncio.sleep(0.05)
+            else:
+                problems.append(f"kill {n}: no relay took {dest} over within 30 s")
+        finally:
+            await store.close()
+        # The killed relay comes back, now as the standby. Why time it: it is what a
+        # single relay's outage would be (a supervisor restarting it), the baseline
+        # beside the takeover times.
+        restarted = time.monotonic()
+        if active == "relay":
+            h.stack.start_process("relay")
+        else:
+            start_relay_replica(h, RELAY_REPLICA)
+        store = await h.store()
+        try:
+            for _ in range(600):  # at most 30 s
+                if await both_connected(store):
+                    break
+                await asyncio.sleep(0.05)
+        finally:
+            await store.close()
+        restarts.append(round(time.monotonic() - restarted, 2))
+
+    async def fault(load: Load) -> dict[str, Any]:
+        kills = await _during_load(load, sizes.kill_every_s, 4, act)
+        return {"relay_kills": kills}
+
+    start_relay_replica(h, RELAY_REPLICA)
+    try:
+        result = await run_scenario(h, "relay_failover", sizes, fault)
+        async with h.http() as http:
+            metrics = (await http.get("/metrics")).text
+    finally:
+        await asyncio.to_thread(stop_relay_replica, h, RELAY_REPLICA)
+        if not h.process_alive("relay"):
+            h.stack.start_process("relay")
+    result.violations += problems
+    result.notes["takeover_s"] = takeovers
+    if takeovers:
+        result.notes["takeover_p50_s"] = statistics.median(takeovers)
+        result.notes["takeover_max_s"] = max(takeovers)
+        result.notes["restart_to_standby_p50_s"] = statistics.median(restarts or [0.0])
+        if max(takeovers) > TAKEOVER_BOUND_S:
+            result.violations.append(
+                f"a takeover took {max(takeovers):.1f} s (bound {TAKEOVER_BOUND_S:.0f} s)"
+            )
+    # /metrics names the one relay holding the lease, and counts the takeovers
+    leader = re.findall(
+        r'^sagaflow_relay_leader\{[^}]*relay_id="([^"]+)"[^}]*\} 1\.0$', metrics, re.M
+    )
+    counted = re.search(r"^sagaflow_relay_takeovers_total ([0-9.]+)$", metrics, re.M)
+    result.notes["metrics_leader"] = leader
+    result.notes["metrics_takeovers"] = float(counted.group(1)) if counted else None
+    if len(leader) != 1 or not counted or float(counted.group(1)) < len(takeovers):
+        result.violations.append(
+            f"/metrics: leader {leader}, takeovers {result.notes['metrics_takeovers']}"
+        )
+    return result
+
+
 SCENARIOS: dict[str, Callable[[Harness, Sizes], Awaitable[ScenarioResult]]] = {
     "worker_kill": worker_kill,
     "relay_projector_kill": relay_projector_kill,
@@ -683,6 +809,7 @@ SCENARIOS: dict[str, Callable[[Harness, Sizes], Awaitable[ScenarioResult]]] = {
     "idempotency_storm": idempotency_storm,
     "worker_fleet_kill": worker_fleet_kill,
     "projector_group_kill": projector_group_kill,
+    "relay_failover": relay_failover,
 }
 
 #: scenarios that exist for one transport only (the others run on either)

@@ -136,3 +136,13 @@ async def test_a_missed_target_comes_with_temporal_s_view_of_the_order(harness: 
     assert "pending workflow task state" in lines[0]
     assert lines[1].startswith("  history (") and "WORKFLOW_TASK_COMPLETED" in lines[1], lines
     assert any(order_id in line for line in lines[2:]), "no worker.log line names the order"
+
+
+async def test_a_standby_relay_takes_over_within_5_s_each_time_the_active_one_is_killed(
+    harness: Harness,
+) -> None:
+    result = await s.relay_failover(harness, QUICK)
+    assert result.notes["relay_kills"] >= 4
+    assert len(result.notes["takeover_s"]) == result.notes["relay_kills"]
+    assert result.notes["takeover_max_s"] <= s.TAKEOVER_BOUND_S
+    assert_targets(result)

@@ -81,3 +81,8 @@ def test_the_dev_server_runs_with_sagaflow_s_pragmas_and_poll_rate_unless_turned
     assert ("--dynamic-config-value", "history.transferProcessorMaxPollRPS=100") in pairs
     untuned = argv(temporal_dev_sqlite_pragmas="", temporal_dev_dynamic_config=" , ")
     assert "--sqlite-pragma" not in untuned and "--dynamic-config-value" not in untuned
+
+
+def test_a_relay_heartbeat_too_slow_for_its_lease_timeout_is_refused() -> None:
+    with pytest.raises(SettingsError, match="SAGAFLOW_RELAY_LEASE_HEARTBEAT_S"):
+        load_settings(relay_lease_heartbeat_s=3, relay_lease_timeout_s=5)

@@ -305,9 +305,9 @@ class Saga:
         if declared.kind is COMPENSATABLE and compensation is None:
             raise SagaDefinitionError(f"{where}: a compensatable step needs a compensation")
         if options.local and self.engine_features:
-            # An update of this very task asked for this step (ship, a cancel that
-            # waits for the next durable command): its delivery must be in the
-            # history before the step commits. A regular activity needs no barrier:
+            # An update of this very task asked for this step (ship, deliver, an
+            # operator's retry): its delivery must be in the history before the
+            # step commits. A regular activity needs no barrier:
             # its command is recorded with the update, in one task completion.
             await self.make_durable(unless_durable_input=True)
         self.check_cancelled(durable_next=not options.local)
@@ -387,8 +387,10 @@ class Saga:
     def request_cancel(self, reason: str) -> None:
         """Accept a cancel (the cancel update calls this); :meth:`check_cancelled` acts."""
         self.cancel_reason = reason
+        # Why no note_input: a cancel's local steps are not a new decision; the lost
+        # attempt of this task may have run them already, so they must run again to
+        # be compensated (check_cancelled), and compensate() has its own barrier.
         self._cancel_task = workflow.info().get_current_history_length()
-        self.note_input()
 
     def note_input(self) -> None:
         """Note that an update delivered in the current workflow task asks for work

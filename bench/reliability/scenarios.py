@@ -39,7 +39,7 @@ from bench.reliability.harness import (
 )
 from bench.reliability.oracle import run_oracle, wait_caught_up
 from eventstore.migrate import psycopg_url
-from sagaflow.services.base import ServiceError
+from sagaflow.services.base import ServiceError, stop_process
 from sagaflow.settings import Settings, Transport
 from streaming.relay import relay_lag
 
@@ -797,6 +797,73 @@ async def relay_failover(h: Harness, sizes: Sizes) -> ScenarioResult:
     return result
 
 
+#: the gap relay leaves out version 1 of one Order stream in this many
+GAP_DROP_EVERY = 5
+_NOT_ON_TOPIC = re.compile(r"^(\d+) stored event\(s\) not in Kafka$")
+
+
+async def _gaps_healed(h: Harness) -> int:
+    store = await h.store()
+    try:
+        async with store.pool.connection() as conn:
+            cur = await conn.execute(
+                "SELECT value FROM projection_counters WHERE name = 'gaps_healed'"
+            )
+            row = await cur.fetchone()
+            return int(row[0]) if row else 0
+    finally:
+        await store.close()
+
+
+async def version_gap(h: Harness, sizes: Sizes) -> ScenarioResult:
+    """The relay leaves events out on purpose (``bench.reliability.gap_relay``): the
+    projector sees version 2 of a stream first, heals version 1 from the event store,
+    and nothing stalls. The oracle's "not on the topic" count must equal the events
+    left out, every one of them applied from the store."""
+    import sys
+
+    from sagaflow.services.base import spawn
+
+    dropped_file = h.stack.log_dir() / f"gap-dropped-{uuid.uuid4().hex[:6]}.txt"
+    dropped_file.touch()
+    healed_before = await _gaps_healed(h)
+    relay = h.stack.procs.get("relay")
+    if relay is not None and relay.poll() is None:
+        # Why graceful: the stack's relay gives its lease up at once.
+        await asyncio.to_thread(stop_process, relay.pid, sig=signal.SIGTERM, timeout_s=30)
+    env = {
+        **h.stack.env,
+        "SAGAFLOW_GAP_DROP_EVERY": str(GAP_DROP_EVERY),
+        "SAGAFLOW_GAP_DROPPED_FILE": str(dropped_file),
+        "SAGAFLOW_RELAY_ID": "relay-gap",
+    }
+    argv = [sys.executable, "-m", "bench.reliability.gap_relay"]
+    h.stack.procs["relay-gap"] = spawn(argv, log_file=h.stack.log_dir() / "relay-gap.log", env=env)
+    try:
+        result = await run_scenario(h, "version_gap", sizes, None)
+    finally:
+        gap = h.stack.procs.pop("relay-gap")
+        if gap.poll() is None:
+            await asyncio.to_thread(stop_process, gap.pid, sig=signal.SIGTERM, timeout_s=30)
+        h.stack.start_process("relay")
+    left_out = len(dropped_file.read_text().split())
+    healed = await _gaps_healed(h) - healed_before
+    result.notes |= {"left_out": left_out, "gaps_healed": healed}
+    kept: list[str] = []
+    for violation in result.violations:
+        match = _NOT_ON_TOPIC.match(violation)
+        if match and int(match.group(1)) == left_out:
+            result.lost -= left_out  # left out on purpose; healed (checked below)
+        else:
+            kept.append(violation)
+    result.violations = kept
+    if left_out == 0:
+        result.violations.append("the gap relay left nothing out: no gap was made")
+    elif healed < left_out:
+        result.violations.append(f"{left_out} event(s) left out, only {healed} gap(s) healed")
+    return result
+
+
 SCENARIOS: dict[str, Callable[[Harness, Sizes], Awaitable[ScenarioResult]]] = {
     "worker_kill": worker_kill,
     "relay_projector_kill": relay_projector_kill,
@@ -810,6 +877,7 @@ SCENARIOS: dict[str, Callable[[Harness, Sizes], Awaitable[ScenarioResult]]] = {
     "worker_fleet_kill": worker_fleet_kill,
     "projector_group_kill": projector_group_kill,
     "relay_failover": relay_failover,
+    "version_gap": version_gap,
 }
 
 #: scenarios that exist for one transport only (the others run on either)

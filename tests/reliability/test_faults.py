@@ -57,6 +57,13 @@ async def test_a_projector_group_counts_nothing_twice_when_members_are_killed(
     assert_targets(result)
 
 
+async def test_events_left_out_by_the_relay_are_healed_from_the_store(harness: Harness) -> None:
+    result = await s.version_gap(harness, QUICK)
+    assert result.notes["left_out"] > 0, "no gap was made"
+    assert result.notes["gaps_healed"] >= result.notes["left_out"]
+    assert_targets(result)
+
+
 async def test_nothing_is_lost_when_relay_and_projector_are_killed_mid_batch(
     harness: Harness,
 ) -> None:

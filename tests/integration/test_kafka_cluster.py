@@ -245,3 +245,22 @@ async def test_a_topic_wanting_more_replicas_than_brokers_is_refused_naming_the_
     one_broker = settings.model_copy(update={"kafka_replication_factor": 3})
     with pytest.raises(InvalidReplicationFactorError, match="SAGAFLOW_KAFKA_BROKERS"):
         await ensure_topic(one_broker, f"refused-{unique}")
+
+
+async def test_a_projector_that_creates_the_topic_keeps_following_it(
+    cluster_settings: Settings, pg_store: PostgresEventStore
+) -> None:
+    # Without the projector's guard, a CancelledError that escapes the Kafka client
+    # right after it created the replicated topic ended run_projector quietly (a
+    # projector process exiting 0 and following nothing; 2 of 5 reliability runs).
+    s = cluster_settings
+    await register_products(pg_store, SKUS)
+    for i in range(10):
+        await run_order(pg_store, f"p-{i}", SKUS, random.Random(i))
+    async with background(lambda stop: run_projector(s, stop)) as projector:
+        await asyncio.sleep(8)  # alone: it creates the topic and joins the group
+        assert not projector.done(), "the projector stopped by itself"
+        async with background(lambda stop: run_relay(s, stop)):
+            await wait_for(lambda: caught_up(pg_store, s), what="catch-up", watch=projector)
+    live, rebuilt = await verify_against_rebuild(pg_store, default_projections())
+    assert live == rebuilt

@@ -235,9 +235,18 @@ async def _retry_forever(
             if (fatal := await why_refused(settings, exc)) is not None:
                 raise fatal from None
             log.warning("projector: %s (%s); restarting in %.1fs", type(exc).__name__, exc, delay)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), delay)
-            delay = min(delay * 2, settings.projector_backoff_max_s)
+        except asyncio.CancelledError:
+            # Why: a CancelledError that is not ours (no stop, nobody cancelled this
+            # task) escaped the Kafka client's own tasks; taken as a shutdown, the
+            # projector process would exit 0 and follow nothing more. Seen on the
+            # three-broker cluster: retried like a broker error.
+            me = asyncio.current_task()
+            if stop.is_set() or (me is not None and me.cancelling()):
+                raise
+            log.warning("projector: cancelled from inside the client; restarting in %.1fs", delay)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), delay)
+        delay = min(delay * 2, settings.projector_backoff_max_s)
 
 
 @dataclass(frozen=True)

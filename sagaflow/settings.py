@@ -91,7 +91,12 @@ class Settings(BaseSettings):
     )
     kafka_port: int = Field(default=0, ge=0, le=65535)
     kafka_controller_port: int = Field(default=0, ge=0, le=65535)
-    kafka_heap_mb: int = Field(default=512, ge=128, le=16384)
+    #: 1 = one KRaft node; 3 = a cluster of three combined broker+controller nodes
+    #: (a 3-voter quorum), its topics replicated three times with min.insync.replicas=2
+    kafka_brokers: int = Field(default=1, description="the local Kafka: 1 broker or 3 (cluster)")
+    kafka_heap_mb: int | None = Field(
+        default=None, ge=128, le=16384, description="per local broker; unset: 512, or 256 each of 3"
+    )
     kafka_jars_dir: Path | None = Field(default=None, description="folder of Kafka jars")
     java_bin: str = "java"
     maven_bin: str = "mvn"
@@ -165,7 +170,15 @@ class Settings(BaseSettings):
     # --- streaming settings (issue 5): add relay/projection/Kafka fields below this line ---
     kafka_topic: str = Field(default="sagaflow.events", description="topic of all events")
     kafka_partitions: int = Field(default=6, ge=1, le=1000)
-    kafka_replication_factor: int = Field(default=1, ge=1, le=10)
+    kafka_replication_factor: int | None = Field(
+        default=None, ge=1, le=10, description="of created topics; unset: SAGAFLOW_KAFKA_BROKERS"
+    )
+    kafka_min_insync_replicas: int | None = Field(
+        default=None,
+        ge=1,
+        le=10,
+        description="of created topics; unset: half the replicas, rounded up",
+    )
     kafka_dead_letter_topic: str = Field(default="sagaflow.events.dlt")
     relay_name: str = Field(default="main", description="relay checkpoint row")
     relay_batch_size: int = Field(default=1000, ge=1, le=100_000)
@@ -305,6 +318,15 @@ class Settings(BaseSettings):
                 _require_host_port(part.strip())
         return value
 
+    @field_validator("kafka_brokers")
+    @classmethod
+    def _one_broker_or_a_quorum_of_three(cls, value: int) -> int:
+        # Why not 2: a 2-voter quorum stops when either node stops, so it buys nothing;
+        # more than 3 JVMs do not fit a development machine.
+        if value not in (1, 3):
+            raise ValueError("must be 1 (one broker) or 3 (a three-broker cluster)")
+        return value
+
     @field_validator("rabbitmq_url")
     @classmethod
     def _rabbitmq_url_is_amqp(cls, value: str | None) -> str | None:
@@ -386,6 +408,12 @@ class Settings(BaseSettings):
                 f"at most half of {ENV_PREFIX}RELAY_LEASE_TIMEOUT_S "
                 f"({self.relay_lease_timeout_s:g}), or a live relay loses its lease"
             )
+        if self.topic_min_insync_replicas > self.topic_replication_factor:
+            raise ValueError(
+                f"{ENV_PREFIX}KAFKA_MIN_INSYNC_REPLICAS: {self.topic_min_insync_replicas} is more "
+                f"than the topics' replication factor {self.topic_replication_factor}, so no "
+                "write could ever be acknowledged"
+            )
         if self.transport is None and not self.kafka_enabled and not _DEPRECATION_SAID:
             _DEPRECATION_SAID.append(True)
             logging.getLogger("sagaflow.settings").warning(
@@ -430,6 +458,24 @@ class Settings(BaseSettings):
         # Why: the browser cannot call a wildcard bind address.
         host = "127.0.0.1" if self.api_host in ("0.0.0.0", "::", "") else self.api_host
         return f"http://{host}:{self.api_port}/codec"
+
+    @property
+    def topic_replication_factor(self) -> int:
+        """Replicas of each topic sagaflow creates: the setting, else one per local broker."""
+        return self.kafka_replication_factor or self.kafka_brokers
+
+    @property
+    def topic_min_insync_replicas(self) -> int:
+        """``min.insync.replicas`` of each topic sagaflow creates: the setting, else half
+        its replicas rounded up (1 of 1, 2 of 3): with acks=all an acknowledged write is
+        then on at least two brokers of three, and a partition stays writable while one
+        broker is down."""
+        return self.kafka_min_insync_replicas or (self.topic_replication_factor + 1) // 2
+
+    @property
+    def kafka_broker_heap_mb(self) -> int:
+        """Heap of each local broker JVM: the setting, else 512 MB alone, 256 MB each of 3."""
+        return self.kafka_heap_mb or (512 if self.kafka_brokers == 1 else 256)
 
     @property
     def kafka_mode(self) -> bool:

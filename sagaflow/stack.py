@@ -108,6 +108,8 @@ class Stack:
             "SAGAFLOW_DATA_DIR": str(self.settings.data_dir),
             "SAGAFLOW_TRANSPORT": self.settings.transport_kind.value,
             "SAGAFLOW_KAFKA_ENABLED": "true" if self.settings.kafka_mode else "false",
+            # Why: the relay and projector create the topics, replicated once per broker.
+            "SAGAFLOW_KAFKA_BROKERS": str(self.settings.kafka_brokers),
             "SAGAFLOW_API_PORT": str(port),
             "SAGAFLOW_API_HOST": self.settings.api_host,
         }

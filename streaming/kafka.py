@@ -20,7 +20,12 @@ from typing import Any, cast
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.errors import (
+    InvalidReplicationFactorError,
+    KafkaError,
+    TopicAlreadyExistsError,
+    for_code,
+)
 from aiokafka.partitioner import DefaultPartitioner
 from psycopg_pool import AsyncConnectionPool
 
@@ -112,29 +117,81 @@ def idempotent_producer(settings: Settings, **overrides: Any) -> AIOKafkaProduce
 
 
 async def ensure_topic(settings: Settings, topic: str, partitions: int | None = None) -> None:
-    """Create ``topic`` with the configured partitions and retention if it does not exist."""
+    """Create ``topic`` if it does not exist: the configured partitions and retention,
+    one replica per broker (SAGAFLOW_KAFKA_REPLICATION_FACTOR, else SAGAFLOW_KAFKA_BROKERS)
+    and ``min.insync.replicas`` (SAGAFLOW_KAFKA_MIN_INSYNC_REPLICAS, else half of them
+    rounded up: 2 of 3); then wait until every partition
+    has a leader and all its replicas in sync, so the first writes are not refused.
+    """
+    replicas = settings.topic_replication_factor
     admin = admin_client(settings)
     await admin.start()
     try:
         existing = await admin.list_topics()
         if topic in existing:
             return
-        try:
-            await admin.create_topics(
-                [
-                    NewTopic(
-                        topic,
-                        num_partitions=partitions or settings.kafka_partitions,
-                        replication_factor=settings.kafka_replication_factor,
-                        topic_configs={"retention.ms": str(settings.kafka_retention_ms)},
-                    )
-                ]
-            )
-            log.info("created topic %s", topic)
-        except TopicAlreadyExistsError:
-            pass  # another process won the race
+        response = await admin.create_topics(
+            [
+                NewTopic(
+                    topic,
+                    num_partitions=partitions or settings.kafka_partitions,
+                    replication_factor=replicas,
+                    topic_configs={
+                        "retention.ms": str(settings.kafka_retention_ms),
+                        "min.insync.replicas": str(settings.topic_min_insync_replicas),
+                    },
+                )
+            ]
+        )
+        # Why read the answer: the admin client reports a refused topic in the
+        # response, it raises nothing.
+        for entry in response.topic_errors:
+            code = entry[1]
+            if code == TopicAlreadyExistsError.errno:
+                break  # another process won the race
+            if code:
+                detail = entry[2] if len(entry) > 2 and entry[2] else for_code(code).description
+                hint = (
+                    " (SAGAFLOW_KAFKA_REPLICATION_FACTOR / SAGAFLOW_KAFKA_BROKERS)"
+                    if code == InvalidReplicationFactorError.errno
+                    else ""
+                )
+                raise for_code(code)(f"creating topic {topic}: {detail}{hint}")
+        else:
+            log.info("created topic %s (%d replicas)", topic, replicas)
     finally:
         await admin.close()
+    await wait_topic_in_sync(settings, topic, replicas)
+
+
+async def wait_topic_in_sync(
+    settings: Settings, topic: str, replicas: int, *, timeout_s: float = 30.0
+) -> None:
+    """Wait until every partition of ``topic`` has a leader and ``replicas`` in-sync
+    replicas; a warning (not an error) after ``timeout_s``: a broker may be down, and
+    writes still succeed while ``min.insync.replicas`` of them are in sync."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    behind: list[int] = []
+    admin = admin_client(settings)
+    await admin.start()
+    try:
+        while loop.time() < deadline:
+            try:
+                described = await admin.describe_topics([topic])
+            except KafkaError:  # asked a broker that is down: ask another
+                await asyncio.sleep(0.2)
+                continue
+            parts = [p for d in described if d.get("error_code") == 0 for p in d["partitions"]]
+            behind = [p["partition"] for p in parts if p["leader"] < 0 or len(p["isr"]) < replicas]
+            if parts and not behind:
+                return
+            await asyncio.sleep(0.2)
+    finally:
+        await admin.close()
+    log.warning(
+        "topic %s: partitions %s have fewer than %d in-sync replicas", topic, behind, replicas
+    )
 
 
 async def read_topic(settings: Settings, topic: str, *, timeout_s: float = 30.0) -> list[Any]:

@@ -3,7 +3,8 @@
 The services run from a temporary data folder on free ports and are stopped by
 process id when the session ends, also when tests fail or are interrupted.
 Set SAGAFLOW_TEST_KAFKA=0 to run without Kafka, SAGAFLOW_TEST_RABBITMQ=0 without
-RabbitMQ (their tests are then skipped; RabbitMQ's also when the package is missing).
+RabbitMQ (their tests are then skipped; RabbitMQ's also when the package is missing),
+SAGAFLOW_KAFKA_BROKERS=3 to run the session on a three-broker Kafka cluster.
 """
 
 from __future__ import annotations

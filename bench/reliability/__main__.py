@@ -6,7 +6,8 @@
 Starts PostgreSQL, Temporal, Kafka and sagaflow's processes (fixed PostgreSQL and
 Temporal ports, so restarts keep addresses), runs the scenarios one after another
 (``--quick``: a few dozen orders each; otherwise at least 1,000), prints a table
-and, last, ``RESULT {json}`` with ``<scenario>.<figure>`` keys. ``--soak`` runs the
+and, last, ``RESULT {json}`` with ``<scenario>.<figure>`` keys. ``kafka_leader_kill``
+runs on a second stack whose Kafka is a three-broker cluster. ``--soak`` runs the
 soak instead (``bench/reliability/soak.py``): a steady flow for SECONDS, sampled
 every 10 s into ``soak.csv`` and ``soak.png`` under ``--out``.
 """
@@ -23,9 +24,15 @@ import traceback
 from dataclasses import replace
 from pathlib import Path
 
-from bench.reliability.harness import Harness, stack_for_reliability, started
+from bench.reliability.harness import (
+    Harness,
+    cluster_stack_for_reliability,
+    stack_for_reliability,
+    started,
+)
 from bench.reliability.scenarios import (
     LONG,
+    ON_KAFKA_CLUSTER,
     ONLY_ON,
     QUICK,
     SCENARIOS,
@@ -140,10 +147,19 @@ def main(argv: list[str] | None = None) -> int:
             ", ".join(f"{n} runs on {ONLY_ON[n].value} only" for n in wrong)
             + f" (the stack is on {args.transport}: pass --transport)"
         )
+    # The cluster's scenarios get a stack of their own, after the others.
+    on_cluster = [n for n in names if n in ON_KAFKA_CLUSTER]
+    names = [n for n in names if n not in ON_KAFKA_CLUSTER]
+    results: list[ScenarioResult] = []
     with tempfile.TemporaryDirectory(prefix="sagaflow-reliability-") as tmp:
-        stack = stack_for_reliability(args.data_dir or Path(tmp), transport=args.transport)
-        with started(stack) as harness:
-            results = asyncio.run(run_all(harness, names, sizes))
+        if names:
+            stack = stack_for_reliability(args.data_dir or Path(tmp), transport=args.transport)
+            with started(stack) as harness:
+                results += asyncio.run(run_all(harness, names, sizes))
+        if on_cluster:
+            folder = (args.data_dir or Path(tmp)) / "kafka-cluster-stack"
+            with started(cluster_stack_for_reliability(folder)) as harness:
+                results += asyncio.run(run_all(harness, on_cluster, sizes))
     print(format_table(results))
     figures: dict[str, object] = {}
     for r in results:

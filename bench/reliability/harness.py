@@ -331,3 +331,19 @@ def stop_relay_replica(h: Harness, name: str) -> None:
     if proc is not None and proc.poll() is None:
         stop_process(proc.pid, sig=signal.SIGTERM, timeout_s=30)
         proc.wait(timeout=10)
+
+
+# --- the three-broker Kafka cluster (kafka_leader_kill) ---------------------------------
+
+
+def cluster_stack_for_reliability(data_dir: Path, extra_env: dict[str, str] | None = None) -> Stack:
+    """``stack_for_reliability`` on Kafka with three brokers (SAGAFLOW_KAFKA_BROKERS=3).
+
+    Why the brokers' ports are left free (0): node 1's fixed port would put nodes 2
+    and 3 on the next two, which another fixed port may hold; the cluster keeps the
+    ports it chose in its ports.json, so a restarted node comes back on its own."""
+    stack = stack_for_reliability(data_dir, extra_env)
+    stack.settings = stack.settings.model_copy(
+        update={"kafka_brokers": 3, "kafka_port": 0, "kafka_controller_port": 0}
+    )
+    return stack

@@ -891,3 +891,80 @@ def scenarios_for(transport: Transport | str) -> list[str]:
     """The scenarios a stack on ``transport`` runs, in their usual order."""
     kind = Transport(transport)
     return [name for name in SCENARIOS if ONLY_ON.get(name, kind) is kind]
+
+
+# --- the three-broker cluster -----------------------------------------------------------
+
+
+async def kafka_leader_kill(h: Harness, sizes: Sizes) -> ScenarioResult:
+    """kill -9 the leader of the events topic's busiest partition (three brokers, RF 3,
+    min.insync.replicas=2, acks=all) while orders flow; restart it once the controller
+    has moved the leadership, wait until it is back in sync, and again."""
+    from sagaflow.services.kafka.cluster import (
+        SESSION_TIMEOUT_MS,
+        KafkaCluster,
+        busiest_partition,
+        describe_partitions,
+    )
+    from streaming.kafka import quiet_kafka_logs
+
+    quiet_kafka_logs()  # every probe of a killed broker would log its refused connection
+    assert h.stack.services is not None
+    cluster = h.stack.services.service("kafka")
+    if not isinstance(cluster, KafkaCluster):
+        raise ServiceError(
+            "kafka_leader_kill runs on the three-broker stack (SAGAFLOW_KAFKA_BROKERS=3)"
+        )
+    topic, bootstrap = h.settings.kafka_topic, cluster.bootstrap
+    #: the controller fences a dead broker after its session timeout, plus a controller
+    #: election first when the node was the active controller
+    failover_bound_s = SESSION_TIMEOUT_MS / 1000 + 20
+    kills: list[dict[str, Any]] = []
+    problems: list[str] = []
+
+    async def act(_n: int) -> None:
+        partition = await busiest_partition(bootstrap, topic)
+        if partition is None:
+            problems.append(f"topic {topic} has no partitions to pick a leader from")
+            return
+        leader = (await describe_partitions(bootstrap, topic))[partition].leader
+        killed_at = time.monotonic()
+        cluster.kill_node(leader)
+        # Why wait for the new leader before the restart: restarted sooner, the node
+        # would be back before the controller fenced it, and no failover would happen.
+        after = (await describe_partitions(bootstrap, topic))[partition]
+        while after.leader in (leader, -1) and time.monotonic() - killed_at < failover_bound_s:
+            await asyncio.sleep(0.25)
+            after = (await describe_partitions(bootstrap, topic))[partition]
+        failover_s = time.monotonic() - killed_at
+        if after.leader in (leader, -1):
+            problems.append(
+                f"partition {partition}: {failover_bound_s:.0f} s after its leader {leader} "
+                f"died, leader {after.leader}, in sync {list(after.isr)}"
+            )
+        await asyncio.sleep(max(0.0, sizes.outage_s - failover_s))
+        cluster.start_node(leader)  # from the loop's (main) thread: see start_node
+        await asyncio.to_thread(cluster.wait_node_in_sync, leader, [topic])
+        kills.append(
+            {
+                "node": leader,
+                "partition": partition,
+                "new_leader": after.leader,
+                "failover_s": round(failover_s, 1),
+                "back_in_sync_s": round(time.monotonic() - killed_at, 1),
+            }
+        )
+
+    async def fault(load: Load) -> dict[str, Any]:
+        await _during_load(load, sizes.kill_every_s, 2, act)
+        return {"leader_kills": kills}
+
+    result = await run_scenario(h, "kafka_leader_kill", sizes, fault)
+    result.violations += problems
+    return result
+
+
+SCENARIOS["kafka_leader_kill"] = kafka_leader_kill
+ONLY_ON["kafka_leader_kill"] = Transport.KAFKA
+#: scenarios that run on the three-broker stack (``cluster_stack_for_reliability``)
+ON_KAFKA_CLUSTER = frozenset({"kafka_leader_kill"})

@@ -56,13 +56,19 @@ class LocalServices:
         self._services: dict[str, _Service] = {}
         self.running: dict[str, ServiceInfo] = {}
 
-    def _make(self, name: str) -> _Service:
+    def _make(self, name: str, recorded: ServiceInfo | None = None) -> _Service:
         match name:
             case "postgres":
                 return postgres.PostgresService(self.settings, detached=self.detached)
             case "temporal":
                 return temporal.TemporalService(self.settings, detached=self.detached)
             case "kafka":
+                from sagaflow.services.kafka.cluster import KafkaCluster, is_cluster
+
+                # Why the record too: 'services down' from a shell without
+                # SAGAFLOW_KAFKA_BROKERS=3 must still stop all three nodes.
+                if self.settings.kafka_brokers > 1 or (recorded and is_cluster(recorded)):
+                    return KafkaCluster(self.settings, detached=self.detached)
                 return kafka.KafkaService(self.settings, detached=self.detached)
             case "rabbitmq":
                 return rabbitmq.RabbitMQService(self.settings, detached=self.detached)
@@ -140,10 +146,16 @@ class LocalServices:
         self._write_state()
         return info
 
+    def service(self, name: str) -> Any:
+        """The object running service ``name`` (e.g. the Kafka cluster, to kill one node)."""
+        if name not in self._services:
+            raise ServiceError(f"{name} was not started by this supervisor")
+        return self._services[name]
+
     def stop_one(self, name: str) -> None:
         """Stop one service by its process id."""
         info = self.running.pop(name, None) or self.read_state().get(name)
-        service = self._services.pop(name, None) or self._make(name)
+        service = self._services.pop(name, None) or self._make(name, info)
         if info is not None:
             service.stop(info.pid)
         self._write_state()
@@ -155,7 +167,7 @@ class LocalServices:
             info = known.get(name)
             if info is None:
                 continue
-            service = self._services.get(name) or self._make(name)
+            service = self._services.get(name) or self._make(name, info)
             with contextlib.suppress(Exception):
                 service.stop(info.pid)
         self.running.clear()
@@ -214,7 +226,10 @@ def with_local_addresses(settings: Settings) -> Settings:
     if not settings.temporal_ui_url and temporal and "ui" in temporal.addresses:
         updates["temporal_ui_url"] = temporal.addresses["ui"]
     if not settings.kafka_bootstrap and "kafka" in running:
-        updates["kafka_bootstrap"] = running["kafka"].addresses["bootstrap"]
+        bootstrap = running["kafka"].addresses["bootstrap"]
+        updates["kafka_bootstrap"] = bootstrap
+        # The local cluster's size decides the replication of the topics it creates.
+        updates["kafka_brokers"] = len(bootstrap.split(","))
     if not settings.rabbitmq_url and "rabbitmq" in running:
         updates["rabbitmq_url"] = running["rabbitmq"].addresses["url"]
     return settings.model_copy(update=updates) if updates else settings

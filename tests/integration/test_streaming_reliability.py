@@ -139,8 +139,10 @@ async def test_relay_killed_between_publish_and_checkpoint_loses_nothing_and_dup
     )
     assert await asyncio.wait_for(crashed.wait(), 60) == FAULT_EXIT_STATUS
     first = await published_event_ids(s, audit)
-    # the relay sends the next batch while the first is acknowledged: 1 or 2 batches
-    assert len(first) in (400, 800), "published, then died"
+    # the relay sends the next batch while the first is acknowledged: the first batch,
+    # and none, part or all of the next (on three brokers, the partitions whose
+    # replicas had caught up when it died)
+    assert 400 <= len(first) <= 800, "published, then died"
     assert await load_checkpoint(pg_store.pool, s.relay_name) == START, "never checkpointed"
 
     async with (

@@ -7,7 +7,12 @@ from collections.abc import Iterator
 
 import pytest
 
-from bench.reliability.harness import Harness, stack_for_reliability, started
+from bench.reliability.harness import (
+    Harness,
+    cluster_stack_for_reliability,
+    stack_for_reliability,
+    started,
+)
 
 
 @pytest.fixture(scope="session")
@@ -31,10 +36,18 @@ def restart_crashed_processes(request: pytest.FixtureRequest) -> Iterator[None]:
     """After each scenario, start again any sagaflow process that died, so one
     scenario's crash (reported by its own test) does not fail the next ones."""
     yield
-    for fixture in ("harness", "rabbit_harness"):
+    for fixture in ("harness", "rabbit_harness", "cluster_harness"):
         if fixture not in request.fixturenames:
             continue
         h: Harness = request.getfixturevalue(fixture)
         for name in list(h.stack.procs):
             if name in ("worker", "relay", "projector", "api") and not h.process_alive(name):
                 h.stack.start_process(name)
+
+
+@pytest.fixture(scope="session")
+def cluster_harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Harness]:
+    """A third stack, on a three-broker Kafka cluster, for kafka_leader_kill."""
+    stack = cluster_stack_for_reliability(tmp_path_factory.mktemp("reliability-cluster"))
+    with started(stack) as h:
+        yield h

@@ -90,6 +90,17 @@ async def test_a_projector_group_on_rabbitmq_shares_the_shards_through_kills(
     assert_targets(result)
 
 
+async def test_nothing_is_lost_when_the_busiest_partition_s_leader_is_killed(
+    cluster_harness: Harness,
+) -> None:
+    # About 35 s at quick size (plus 35 s to start its three-broker stack).
+    result = await s.kafka_leader_kill(cluster_harness, QUICK)
+    kills = result.notes["leader_kills"]
+    assert len(kills) >= 2
+    assert all(k["new_leader"] not in (k["node"], -1) for k in kills), result.violations
+    assert_targets(result)
+
+
 async def test_sagas_and_projections_recover_after_a_postgres_restart(harness: Harness) -> None:
     assert_targets(await s.postgres_restart(harness, QUICK))
 

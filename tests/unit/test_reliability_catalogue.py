@@ -5,14 +5,15 @@ from __future__ import annotations
 import pytest
 
 from bench.reliability.__main__ import main
-from bench.reliability.scenarios import SCENARIOS, scenarios_for
+from bench.reliability.scenarios import ONLY_ON, SCENARIOS, scenarios_for
 
 
 def test_each_transport_runs_the_shared_scenarios_and_its_own_restart() -> None:
     kafka, rabbit = scenarios_for("kafka"), scenarios_for("rabbitmq")
     assert "kafka_restart" in kafka and "rabbitmq_restart" not in kafka
     assert "rabbitmq_restart" in rabbit and "kafka_restart" not in rabbit
-    shared = set(SCENARIOS) - {"kafka_restart", "rabbitmq_restart"}
+    shared = set(SCENARIOS) - set(ONLY_ON)
+    assert "kafka_leader_kill" in kafka and "kafka_leader_kill" not in rabbit
     assert shared <= set(kafka) and shared <= set(rabbit)
 
 

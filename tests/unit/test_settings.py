@@ -86,3 +86,28 @@ def test_the_dev_server_runs_with_sagaflow_s_pragmas_and_poll_rate_unless_turned
 def test_a_relay_heartbeat_too_slow_for_its_lease_timeout_is_refused() -> None:
     with pytest.raises(SettingsError, match="SAGAFLOW_RELAY_LEASE_HEARTBEAT_S"):
         load_settings(relay_lease_heartbeat_s=3, relay_lease_timeout_s=5)
+
+
+def test_the_local_kafka_is_one_broker_or_a_cluster_of_three(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("SAGAFLOW_KAFKA_BROKERS", "2")
+    with pytest.raises(SettingsError, match=r"SAGAFLOW_KAFKA_BROKERS: must be 1 .* or 3 .*'2'"):
+        load_settings()
+
+
+def test_topics_get_one_replica_per_local_broker_and_a_majority_in_sync() -> None:
+    single, cluster = load_settings(), load_settings(kafka_brokers=3)
+    assert (single.topic_replication_factor, single.topic_min_insync_replicas) == (1, 1)
+    assert (cluster.topic_replication_factor, cluster.topic_min_insync_replicas) == (3, 2)
+    assert (single.kafka_broker_heap_mb, cluster.kafka_broker_heap_mb) == (512, 256)
+    chosen = load_settings(kafka_brokers=3, kafka_replication_factor=2, kafka_heap_mb=200)
+    assert (chosen.topic_replication_factor, chosen.topic_min_insync_replicas) == (2, 1)
+    assert chosen.kafka_broker_heap_mb == 200
+
+
+def test_more_in_sync_replicas_than_replicas_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SAGAFLOW_KAFKA_BROKERS", "3")
+    monkeypatch.setenv("SAGAFLOW_KAFKA_MIN_INSYNC_REPLICAS", "4")
+    with pytest.raises(SettingsError, match="SAGAFLOW_KAFKA_MIN_INSYNC_REPLICAS: 4 is more than"):
+        load_settings()

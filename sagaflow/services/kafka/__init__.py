@@ -27,7 +27,7 @@ from sagaflow.settings import Settings
 KAFKA_VERSION = "3.9.1"
 POM = Path(__file__).with_name("pom.xml")
 
-_LOG4J = """\
+LOG4J_PROPERTIES = """\
 log4j.rootLogger=WARN, stdout
 log4j.appender.stdout=org.apache.log4j.ConsoleAppender
 log4j.appender.stdout.layout=org.apache.log4j.PatternLayout
@@ -80,6 +80,49 @@ def install_jars(settings: Settings) -> Path:
     shutil.rmtree(target, ignore_errors=True)
     staging.rename(target)
     return target
+
+
+def jvm_command(java: str, libs: Path, root: Path, heap_mb: int, *extra: str) -> list[str]:
+    """The JVM part of every Kafka command line (heap, GC, logging, class path)."""
+    return [
+        java, f"-Xmx{heap_mb}m", f"-Xms{heap_mb}m", *extra, "-Djava.awt.headless=true",
+        f"-Dlog4j.configuration=file:{root / 'log4j.properties'}",
+        f"-Dkafka.logs.dir={root / 'logs'}",
+        "-cp", f"{libs}/*",
+    ]  # fmt: skip
+
+
+def format_storage(
+    jvm: list[str], cluster_id: str, props: Path, extra_args: list[str] | None = None
+) -> None:
+    """Format a node's log folder for ``cluster_id`` (skipped when already formatted)."""
+    fmt = subprocess.run(
+        [
+            *jvm,
+            "kafka.tools.StorageTool",
+            "format",
+            "-t",
+            cluster_id,
+            "-c",
+            str(props),
+            "--ignore-formatted",
+            *(extra_args or []),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    if fmt.returncode != 0:
+        raise ServiceError(f"formatting Kafka storage failed: {fmt.stderr.strip()[-500:]}")
+
+
+def require_java(settings: Settings) -> str:
+    """The Java binary, or a one-line error saying how to get one."""
+    return _require_tool(settings.java_bin, "SAGAFLOW_JAVA_BIN", "install Java 17+")
+
+
+def new_cluster_id() -> str:
+    """A KRaft cluster id: 16 random bytes, base64url without padding, not starting with '-'."""
+    return _cluster_id()
 
 
 def _cluster_id() -> str:
@@ -159,7 +202,7 @@ class KafkaService:
 
     def prepare(self) -> None:
         """Fetch jars if missing, choose ports, format the storage once."""
-        java = _require_tool(self.settings.java_bin, "SAGAFLOW_JAVA_BIN", "install Java 17+")
+        java = require_java(self.settings)
         libs = install_jars(self.settings)
         self.root.mkdir(parents=True, exist_ok=True)
         data = self.root / "data"
@@ -170,32 +213,10 @@ class KafkaService:
             cid_file.write_text(_cluster_id())
         props = self.root / "server.properties"
         props.write_text(_server_properties(host, port, cport, data) + self.extra_properties)
-        (self.root / "log4j.properties").write_text(_LOG4J)
-        jvm = [
-            java, f"-Xmx{self.settings.kafka_heap_mb}m", f"-Xms{self.settings.kafka_heap_mb}m",
-            "-XX:+UseG1GC", "-Djava.awt.headless=true",
-            f"-Dlog4j.configuration=file:{self.root / 'log4j.properties'}",
-            f"-Dkafka.logs.dir={self.root / 'logs'}",
-            "-cp", f"{libs}/*",
-        ]  # fmt: skip
+        (self.root / "log4j.properties").write_text(LOG4J_PROPERTIES)
+        jvm = jvm_command(java, libs, self.root, self.settings.kafka_broker_heap_mb, "-XX:+UseG1GC")
         if not (data / "meta.properties").exists():
-            fmt = subprocess.run(
-                [
-                    *jvm,
-                    "kafka.tools.StorageTool",
-                    "format",
-                    "-t",
-                    cid_file.read_text().strip(),
-                    "-c",
-                    str(props),
-                    "--ignore-formatted",
-                    *self.format_args,
-                ],
-                capture_output=True,
-                text=True,
-            )
-            if fmt.returncode != 0:
-                raise ServiceError(f"formatting Kafka storage failed: {fmt.stderr.strip()[-500:]}")
+            format_storage(jvm, cid_file.read_text().strip(), props, self.format_args)
         self._argv = [*jvm, "kafka.Kafka", str(props)]
         self._bootstrap = f"{host}:{port}"
         self._data = data

@@ -105,6 +105,21 @@ DURABLE_BARRIER_PATCH = "sagaflow-durable-barrier-1"
 and a local step an update asked for, start only in a workflow task after the one
 that decided them."""
 
+ENGINE_2_PATCH = "sagaflow-engine-2"
+"""Patch id of the engine's second generation, taken once in :meth:`Saga.start`: the
+durable barrier and the cancel rule keyed on durable events, not on the history length
+seen after a local activity.
+
+Why a new generation: the SDK core answers a query that arrives while a local
+activity's result is pending by completing the workflow task and forcing a new one
+(``force_new_wft``); the workflow sees the result in that new task. A replay has no
+queries and delivers the same result in the earlier task. So the history length read
+after a local activity, and a ``workflow.patched`` first called there, differ between
+the run and its replay (seen: ``Non-deprecated patch marker encountered for change
+sagaflow-durable-barrier-1``, a cancel sent just after the start and a status query
+while the first journal write ran; the run was stuck, its compensations done).
+Runs recorded before this patch replay the first generation's rules unchanged."""
+
 BARRIER = timedelta(milliseconds=1)
 """The barrier's timer: any duration works; its command ends the workflow task."""
 
@@ -246,8 +261,12 @@ class Saga:
         self._cancel_task = 0
         #: the history length of the workflow task that last delivered an update
         self._input_task = -1
+        #: the history length at the latest durable event this run saw (engine 2)
+        self._durable_len = 0
         #: whether this run has the engine's additions (False when replaying older runs)
         self.engine_features = False
+        #: whether this run has the second generation's rules (see ENGINE_2_PATCH)
+        self.engine_2 = False
         self._journal = journal
         self._seq = 0
         self._stack: list[_Compensation] = []
@@ -269,6 +288,9 @@ class Saga:
         # place in every new history; old histories have no marker and replay the
         # pre-engine command sequence.
         self.engine_features = workflow.patched(ENGINE_PATCH)
+        # Why also here, and only here: a patch first asked for after a local activity
+        # may be asked in another workflow task on replay (see ENGINE_2_PATCH).
+        self.engine_2 = self.engine_features and workflow.patched(ENGINE_2_PATCH)
         await self._record("SagaStarted", keys=self.keys)
 
     async def run_step(
@@ -331,7 +353,7 @@ class Saga:
         await self._upsert()
         state.outcome = "in_flight"
         try:
-            result = await execute(action, arg, options)
+            result = await self._execute(action, arg, options)
         except FailureError as err:
             state.outcome = "rejected" if is_rejection(err) else "unknown"
             state.error = describe_failure(err)
@@ -364,7 +386,7 @@ class Saga:
         while True:
             state.outcome = "in_flight"
             try:
-                result = await execute(action, arg, options)
+                result = await self._execute(action, arg, options)
             except FailureError as err:
                 state.outcome, state.error = "parked", describe_failure(err)
                 if entry is None:
@@ -390,13 +412,38 @@ class Saga:
         # Why no note_input: a cancel's local steps are not a new decision; the lost
         # attempt of this task may have run them already, so they must run again to
         # be compensated (check_cancelled), and compensate() has its own barrier.
-        self._cancel_task = workflow.info().get_current_history_length()
+        self._cancel_task = self._observe_durable()
 
     def note_input(self) -> None:
         """Note that an update delivered in the current workflow task asks for work
         (a flow's own updates call this: ship, deliver, receive...); the local step
         it leads to waits behind :meth:`make_durable`."""
-        self._input_task = workflow.info().get_current_history_length()
+        self._input_task = self._observe_durable()
+
+    def _observe_durable(self) -> int:
+        """Note a durable event this run just saw; return the history length now.
+
+        Call only where the history length is the same on every replay: in an update
+        handler, or right after a timer or a regular activity resolved. Never after
+        a local activity: a query may have moved its result into a later workflow
+        task of the run than of the replay (see ENGINE_2_PATCH).
+        """
+        length = workflow.info().get_current_history_length()
+        self._durable_len = max(self._durable_len, length)
+        return length
+
+    def _same_task(self, since: int) -> bool:
+        """Whether no durable event came after the one at history length ``since``:
+        then this may still be the workflow task that delivered it (engine 2)."""
+        return self._durable_len == since
+
+    async def _execute(self, fn: ActivityMethod, arg: Any, options: StepOptions) -> Any:
+        """:func:`execute`; a regular activity's outcome is a durable event."""
+        try:
+            return await execute(fn, arg, options)
+        finally:
+            if not options.local:
+                self._observe_durable()
 
     async def make_durable(self, *, unless_durable_input: bool = False) -> None:
         """End the current workflow task with a durable command before going on.
@@ -414,8 +461,17 @@ class Saga:
         more workflow task, only on these paths.
 
         ``unless_durable_input``: skip the barrier unless an update was delivered in
-        this very task (an older one is in the history already).
+        this very task (an older one is in the history already). Engine 2 counts an
+        update as "this task" until a later durable event (see ENGINE_2_PATCH).
         """
+        if self.engine_2:
+            if unless_durable_input and not self._same_task(self._input_task):
+                return
+            await workflow.sleep(BARRIER)
+            self._observe_durable()
+            return
+        # The first generation, for runs recorded with it: keyed on the history
+        # length now and a patch asked for here (both unsafe after a local activity).
         current = workflow.info().get_current_history_length()
         if unless_durable_input and self._input_task != current:
             return
@@ -444,6 +500,12 @@ class Saga:
         """
         if self.cancel_reason is None or self.pivot_committed:
             return
+        if self.engine_2:
+            # "This task" is "no durable event since the cancel": the history length
+            # read here (maybe after a local activity) is not replay-safe.
+            if self._same_task(self._cancel_task) and not durable_next:
+                return
+            raise SagaAborted(f"cancelled: {self.cancel_reason}")
         same_task = workflow.info().get_current_history_length() == self._cancel_task
         # Why the patch check only here: runs recorded before this rule aborted at
         # once; they replay so (no marker), new runs record the marker when deferring.
@@ -524,7 +586,7 @@ class Saga:
             if state is not None:
                 state.outcome = "compensating"
             try:
-                await execute(comp.fn, comp.arg, comp.options)
+                await self._execute(comp.fn, comp.arg, comp.options)
             except FailureError as err:
                 # Retries are exhausted (or the failure was non-retryable): park it.
                 was_parked = True
@@ -561,6 +623,7 @@ class Saga:
                     lambda: step in self._decisions, timeout=timedelta(seconds=escalate)
                 )
             except TimeoutError:
+                self._observe_durable()  # the escalation timer fired
                 entry.escalated = True
                 workflow.metric_meter().create_counter(
                     "sagaflow_compensations_escalated", "parked compensations escalated"

@@ -121,15 +121,24 @@ class KeyAuth(APIKeyHeader):
     async def __call__(self, request: Request) -> Caller:  # type: ignore[override]
         container = request.app.state.container
         presented = request.headers.get("x-api-key")
-        identity = container.keys.identify(presented)
-        if identity is None:
-            raise ApiError(
-                401,
-                "unauthorized",
-                "missing API key" if not presented else "unknown API key",
-                headers={"WWW-Authenticate": "ApiKey"},
-            )
-        principal, scopes = identity
-        if self.scope not in scopes and Scope.ADMIN not in scopes:
-            raise ApiError(403, "forbidden", f"this API key lacks the {self.scope.value!r} scope")
+        principal, scopes = require_scope(container.keys.identify(presented), presented, self.scope)
         return Caller(scopes, container, principal)
+
+
+def require_scope(
+    identity: tuple[str, frozenset[Scope]] | None, presented: str | None, scope: Scope
+) -> tuple[str, frozenset[Scope]]:
+    """The key's identity if it grants ``scope`` (or admin): else 401 for a missing or
+    unknown key, 403 for a known key without the scope. One rule for every route
+    family that takes API keys (the REST routes, the codec endpoint)."""
+    if identity is None:
+        raise ApiError(
+            401,
+            "unauthorized",
+            "missing API key" if not presented else "unknown API key",
+            headers={"WWW-Authenticate": "ApiKey"},
+        )
+    _, scopes = identity
+    if scope not in scopes and Scope.ADMIN not in scopes:
+        raise ApiError(403, "forbidden", f"this API key lacks the {scope.value!r} scope")
+    return identity

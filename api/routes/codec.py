@@ -21,7 +21,7 @@ from fastapi.responses import JSONResponse
 from google.protobuf import json_format
 from temporalio.api.common.v1 import Payload, Payloads
 
-from api.auth import Scope
+from api.auth import Scope, require_scope
 from api.container import Container
 from api.errors import ApiError
 from sagaflow.codec import CodecKeyError, EncryptionCodec
@@ -68,18 +68,9 @@ class CodecAuth:
         container: Container = request.app.state.container
         presented = presented_key(request)
         identity = container.keys.identify(presented)
-        if identity is None:
-            if not presented and is_dev_web_ui(request, container.settings):
-                return
-            raise ApiError(
-                401,
-                "unauthorized",
-                "missing API key" if not presented else "unknown API key",
-                headers={"WWW-Authenticate": "ApiKey"},
-            )
-        _, scopes = identity
-        if self.scope not in scopes and Scope.ADMIN not in scopes:
-            raise ApiError(403, "forbidden", f"this API key lacks the {self.scope.value!r} scope")
+        if identity is None and not presented and is_dev_web_ui(request, container.settings):
+            return
+        require_scope(identity, presented, self.scope)
 
 
 async def _payloads(request: Request) -> tuple[EncryptionCodec, Payloads]:

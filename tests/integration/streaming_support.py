@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
+from collections import defaultdict
+from collections.abc import Iterable
 from typing import Any
 
 import pytest
 
+from bench.workload import run_order
 from eventstore.postgres import PostgresEventStore
 from projections.handlers import default_projections
 from projections.runner import projector_lag
@@ -181,3 +185,44 @@ async def published_event_ids(settings: Settings, audit_queue: str) -> list[tupl
         (str(m.headers["event_id"]), str(m.headers["stream_id"]), int(str(m.headers["version"])))
         for m in drained
     ]
+
+
+class OrderWriter:
+    """Orders written straight into the store, one after another, until stopped: the
+    load a fault test keeps up while it kills or restarts something."""
+
+    def __init__(self, store: PostgresEventStore, prefix: str, *, pause_s: float) -> None:
+        self._stop = asyncio.Event()
+        self._task = asyncio.create_task(self._write(store, prefix, pause_s))
+
+    async def _write(self, store: PostgresEventStore, prefix: str, pause_s: float) -> int:
+        count = 0
+        while not self._stop.is_set():
+            await run_order(store, f"{prefix}-{count}", SKUS, random.Random(count))
+            count += 1
+            await asyncio.sleep(pause_s)
+        return count
+
+    @property
+    def running(self) -> bool:
+        """False once the writer has stopped, or failed."""
+        return not self._task.done()
+
+    async def stop(self) -> int:
+        """Stop writing; the number of orders written (re-raises the writer's error)."""
+        self._stop.set()
+        return await self._task
+
+
+def assert_stream_order(published: Iterable[tuple[str, int]]) -> None:
+    """Each stream's versions, in the order they were first seen on the wire, ascend.
+
+    Redeliveries (a version seen again after a fault) are allowed; only the first
+    sighting of each version counts, because that is what a consumer applies.
+    """
+    first_seen: dict[str, list[int]] = defaultdict(list)
+    for stream, version in published:
+        if version not in first_seen[stream]:
+            first_seen[stream].append(version)
+    disordered = {s: v for s, v in first_seen.items() if v != sorted(v)}
+    assert not disordered, f"per-stream order broken: {disordered}"

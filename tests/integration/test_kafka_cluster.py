@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections import defaultdict
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -32,7 +31,13 @@ from sagaflow.services.kafka.cluster import (
 from sagaflow.settings import Settings, load_settings
 from streaming.kafka import admin_client, ensure_topic, read_topic
 from streaming.relay import load_checkpoint, run_relay
-from tests.integration.streaming_support import SKUS, caught_up, settings_for_test
+from tests.integration.streaming_support import (
+    SKUS,
+    OrderWriter,
+    assert_stream_order,
+    caught_up,
+    settings_for_test,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
@@ -163,17 +168,7 @@ async def test_kill_9_of_the_busiest_partition_leader_under_load_loses_no_acknow
         background(lambda stop: run_relay(s, stop)) as relay,
         background(lambda stop: run_projector(s, stop)) as projector,
     ):
-        writing = asyncio.Event()
-
-        async def write_orders() -> int:
-            count = 0
-            while not writing.is_set():
-                await run_order(pg_store, f"l-{count}", SKUS, random.Random(count))
-                count += 1
-                await asyncio.sleep(0.01)
-            return count
-
-        writer = asyncio.create_task(write_orders())
+        writer = OrderWriter(pg_store, "l", pause_s=0.01)
         try:
             await wait_for(lambda: _relayed_some(pg_store, s), what="first publish", watch=relay)
             partition, leader = await _busiest_partition_and_leader(s)
@@ -194,8 +189,8 @@ async def test_kill_9_of_the_busiest_partition_leader_under_load_loses_no_acknow
             cluster.start_node(leader)  # from this (the main) thread: see start_node
             await asyncio.to_thread(cluster.wait_node_in_sync, leader, [s.kafka_topic])
         finally:
-            writing.set()
-        assert await writer > 20
+            written = await writer.stop()
+        assert written > 20
         await wait_for(
             lambda: caught_up(pg_store, s), what="catch-up", watch=projector, timeout_s=120
         )
@@ -207,12 +202,7 @@ async def test_kill_9_of_the_busiest_partition_leader_under_load_loses_no_acknow
     on_topic = {h["event_id"].decode() for h in published}
     missing = [e.event_id for e in acknowledged if str(e.event_id) not in on_topic]
     assert missing == [], "an event the relay checkpointed is not on the topic"
-    first_seen: dict[str, list[int]] = defaultdict(list)
-    for h in published:
-        version = int(h["version"])
-        if version not in first_seen[h["stream_id"].decode()]:
-            first_seen[h["stream_id"].decode()].append(version)
-    assert all(v == sorted(v) for v in first_seen.values()), "per-stream order kept"
+    assert_stream_order((h["stream_id"].decode(), int(h["version"])) for h in published)
     live, rebuilt = await verify_against_rebuild(pg_store, default_projections())
     assert live == rebuilt, "the projector applied every event"
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import random
 import signal
 import sys
 import time
@@ -18,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from bench.workload import background, register_products, run_order, run_orders, wait_for
+from bench.workload import background, register_products, run_orders, wait_for
 from eventstore.envelope import START
 from eventstore.postgres import PostgresEventStore
 from sagaflow.settings import Settings
@@ -28,6 +27,7 @@ from streaming.relay import Relay, load_checkpoint, relay_lag, save_checkpoint
 from tests.integration.streaming_support import (
     BROKERS,
     SKUS,
+    OrderWriter,
     declare_audit_queue,
     drain_queue,
     process_env,
@@ -166,17 +166,7 @@ async def test_two_relays_publish_once_and_the_standby_takes_over_within_5s_of_a
             # both relays ran while these were published: exactly one copy of each
             assert await _wire_count(s, audit) == len(before), "only one relay publishes"
 
-            writing = asyncio.Event()
-
-            async def write_orders() -> int:
-                count = 0
-                while not writing.is_set():
-                    await run_order(pg_store, f"hal-{count}", SKUS, random.Random(count))
-                    count += 1
-                    await asyncio.sleep(0.01)
-                return count
-
-            writer = asyncio.create_task(write_orders())
+            writer = OrderWriter(pg_store, "hal", pause_s=0.01)
             await asyncio.sleep(1.5)
             a.send_signal(signal.SIGKILL)
             killed = time.monotonic()
@@ -190,8 +180,7 @@ async def test_two_relays_publish_once_and_the_standby_takes_over_within_5s_of_a
             await wait_for(b_publishes, what="relay-b publishing", interval_s=0.05, watch=None)
             takeover_s = time.monotonic() - killed
             await asyncio.sleep(1.5)
-            writing.set()
-            assert await writer > 10
+            assert await writer.stop() > 10
             await wait_for(drained, what="relay-b caught up", timeout_s=60)
             assert b.returncode is None, (tmp_path / "b.log").read_text()
             status = await _lease(pg_store, s)

@@ -4,13 +4,12 @@ restarted; and what it puts on the wire."""
 from __future__ import annotations
 
 import asyncio
-import random
 import sys
 from collections import defaultdict
 
 import pytest
 
-from bench.workload import background, register_products, run_order, run_orders, wait_for
+from bench.workload import background, register_products, run_orders, wait_for
 from eventstore.envelope import START
 from eventstore.postgres import PostgresEventStore
 from projections.handlers import default_projections
@@ -25,6 +24,8 @@ from tests.integration.relay_fault import FAULT_EXIT_STATUS
 from tests.integration.streaming_support import (
     BROKERS,
     SKUS,
+    OrderWriter,
+    assert_stream_order,
     caught_up,
     declare_audit_queue,
     drain_queue,
@@ -175,17 +176,7 @@ async def test_broker_restart_while_events_are_written_loses_nothing_and_keeps_s
         background(lambda stop: run_relay(s, stop)) as relay,
         background(lambda stop: run_projector(s, stop)) as projector,
     ):
-        writing = asyncio.Event()
-
-        async def write_orders() -> int:
-            count = 0
-            while not writing.is_set():
-                await run_order(pg_store, f"b-{count}", SKUS, random.Random(count))
-                count += 1
-                await asyncio.sleep(0.02)
-            return count
-
-        writer = asyncio.create_task(write_orders())
+        writer = OrderWriter(pg_store, "b", pause_s=0.02)
         # Why 3 s on RabbitMQ: a quorum queue needs its Raft metadata on disk before
         # the broker stops (RABBITMQ_LOCAL.md); Kafka needs no such wait.
         await asyncio.sleep(3.0 if broker == "rabbitmq" else 1.0)
@@ -197,8 +188,7 @@ async def test_broker_restart_while_events_are_written_loses_nothing_and_keeps_s
         address = info.addresses.get("bootstrap") or info.addresses["url"]
         assert address in (s.kafka_bootstrap, s.rabbitmq_url), "the broker kept its port"
         await asyncio.sleep(1.0)
-        writing.set()
-        assert await writer > 20
+        assert await writer.stop() > 20
         await wait_for(
             lambda: caught_up(pg_store, s), what="catch-up", watch=projector, timeout_s=120
         )
@@ -207,15 +197,11 @@ async def test_broker_restart_while_events_are_written_loses_nothing_and_keeps_s
     feed = await pg_store.read_feed(limit=100_000)
     published = await published_event_ids(s, audit)
     assert {i for i, _, _ in published} == {str(e.event_id) for e in feed}
-    first_seen: dict[str, list[int]] = defaultdict(list)
-    for _, stream, version in published:
-        if version not in first_seen[stream]:
-            first_seen[stream].append(version)
-    assert all(v == sorted(v) for v in first_seen.values()), "per-stream order kept"
+    assert_stream_order((stream, version) for _, stream, version in published)
     live, rebuilt = await verify_against_rebuild(pg_store, default_projections())
     assert live == rebuilt
 
 
-async def _events_written(store: PostgresEventStore, writer: asyncio.Task[int]) -> int:
-    assert not writer.done()
+async def _events_written(store: PostgresEventStore, writer: OrderWriter) -> int:
+    assert writer.running
     return (await store.feed_status()).head_position

@@ -212,7 +212,18 @@ class KafkaService:
         if not cid_file.exists():
             cid_file.write_text(_cluster_id())
         props = self.root / "server.properties"
-        props.write_text(_server_properties(host, port, cport, data) + self.extra_properties)
+        props.write_text(
+            node_properties(
+                node=1,
+                host=host,
+                port=port,
+                cport=cport,
+                voters=f"1@{host}:{cport}",
+                data=data,
+                replicas=1,
+            )
+            + self.extra_properties
+        )
         (self.root / "log4j.properties").write_text(LOG4J_PROPERTIES)
         jvm = jvm_command(java, libs, self.root, self.settings.kafka_broker_heap_mb, "-XX:+UseG1GC")
         if not (data / "meta.properties").exists():
@@ -254,11 +265,34 @@ class KafkaService:
             self.proc.wait(timeout=5)
 
 
-def _server_properties(host: str, port: int, cport: int, data: Path) -> str:
+def node_properties(
+    *,
+    node: int,
+    host: str,
+    port: int,
+    cport: int,
+    voters: str,
+    data: Path,
+    replicas: int,
+    session_timeout_ms: int | None = None,
+) -> str:
+    """``server.properties`` of one combined KRaft node (broker + controller).
+
+    The single broker is node 1 of a one-voter quorum with ``replicas=1``; the cluster
+    (``cluster.py``) writes three of these with ``replicas=3``. Why ``min.insync.replicas``
+    is ``min(2, replicas)``: with ``acks=all`` an acknowledged record is then on two
+    brokers wherever there are two, and a lone broker can still accept writes.
+    """
+    min_isr = min(2, replicas)
+    session = (
+        ""
+        if session_timeout_ms is None
+        else f"broker.session.timeout.ms={session_timeout_ms}\nbroker.heartbeat.interval.ms=1000\n"
+    )
     return f"""\
 process.roles=broker,controller
-node.id=1
-controller.quorum.voters=1@{host}:{cport}
+node.id={node}
+controller.quorum.voters={voters}
 listeners=PLAINTEXT://{host}:{port},CONTROLLER://{host}:{cport}
 advertised.listeners=PLAINTEXT://{host}:{port}
 inter.broker.listener.name=PLAINTEXT
@@ -266,17 +300,23 @@ controller.listener.names=CONTROLLER
 listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
 log.dirs={data}
 num.partitions=1
-offsets.topic.replication.factor=1
+default.replication.factor={replicas}
+min.insync.replicas={min_isr}
+unclean.leader.election.enable=false
+offsets.topic.replication.factor={replicas}
 offsets.topic.num.partitions=1
-transaction.state.log.replication.factor=1
-transaction.state.log.min.isr=1
-min.insync.replicas=1
+transaction.state.log.replication.factor={replicas}
+transaction.state.log.min.isr={min_isr}
+transaction.state.log.num.partitions=1
 group.initial.rebalance.delay.ms=0
 auto.create.topics.enable=true
-log.cleaner.dedupe.buffer.size=2097152
+{session}log.cleaner.dedupe.buffer.size=2097152
+log.cleaner.threads=1
 num.network.threads=2
 num.io.threads=2
 background.threads=2
+num.replica.fetchers=1
+num.recovery.threads.per.data.dir=1
 """
 
 

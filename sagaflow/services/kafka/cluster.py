@@ -54,6 +54,7 @@ from sagaflow.services.kafka import (
     install_jars,
     jvm_command,
     new_cluster_id,
+    node_properties,
     require_java,
 )
 from sagaflow.settings import Settings
@@ -244,7 +245,18 @@ class KafkaCluster:
             folder.mkdir(parents=True, exist_ok=True)
             props = folder / "server.properties"
             port, cport = ports[node]
-            props.write_text(_node_properties(node, host, port, cport, voters, folder / "data"))
+            props.write_text(
+                node_properties(
+                    node=node,
+                    host=host,
+                    port=port,
+                    cport=cport,
+                    voters=voters,
+                    data=folder / "data",
+                    replicas=len(NODE_IDS),
+                    session_timeout_ms=SESSION_TIMEOUT_MS,
+                )
+            )
             (folder / "log4j.properties").write_text(LOG4J_PROPERTIES)
             if not (folder / "data" / "meta.properties").exists():
                 jvm = jvm_command(java, libs, folder, 128, "-XX:+UseSerialGC")
@@ -428,40 +440,6 @@ async def _quietly(probe: Callable[[], Awaitable[bool]]) -> bool:
         return await probe()
     finally:
         logger.setLevel(level)
-
-
-def _node_properties(node: int, host: str, port: int, cport: int, voters: str, data: Path) -> str:
-    return f"""\
-process.roles=broker,controller
-node.id={node}
-controller.quorum.voters={voters}
-listeners=PLAINTEXT://{host}:{port},CONTROLLER://{host}:{cport}
-advertised.listeners=PLAINTEXT://{host}:{port}
-inter.broker.listener.name=PLAINTEXT
-controller.listener.names=CONTROLLER
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
-log.dirs={data}
-num.partitions=1
-default.replication.factor={len(NODE_IDS)}
-min.insync.replicas=2
-unclean.leader.election.enable=false
-offsets.topic.replication.factor={len(NODE_IDS)}
-offsets.topic.num.partitions=1
-transaction.state.log.replication.factor={len(NODE_IDS)}
-transaction.state.log.min.isr=2
-transaction.state.log.num.partitions=1
-group.initial.rebalance.delay.ms=0
-auto.create.topics.enable=true
-broker.session.timeout.ms={SESSION_TIMEOUT_MS}
-broker.heartbeat.interval.ms=1000
-log.cleaner.dedupe.buffer.size=2097152
-log.cleaner.threads=1
-num.network.threads=2
-num.io.threads=2
-background.threads=2
-num.replica.fetchers=1
-num.recovery.threads.per.data.dir=1
-"""
 
 
 def is_cluster(info: ServiceInfo) -> bool:

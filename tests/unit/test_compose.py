@@ -65,9 +65,17 @@ def test_addresses_and_ports_agree_between_services() -> None:
     command = services["api"]["command"]
     port = command[command.index("--port") + 1]
     assert f"{port}:{port}" in services["api"]["ports"]
+    # The Web UI's codec calls go to the API as published, and the API lets its origin in.
+    ui_port = services["temporal-ui"]["ports"][0].split(":")[0]
+    codec = services["temporal-ui"]["environment"]["TEMPORAL_CODEC_ENDPOINT"]
+    assert codec == f"http://localhost:{port}/codec"
+    assert env["SAGAFLOW_CODEC_CORS_ORIGINS"] == f"http://localhost:{ui_port}"
+    # Relays run as a pair: one holds the lease, the other stands by.
+    assert services["relay"]["deploy"]["replicas"] >= 2
     # Settings parse the compose environment (with a real secret for the key).
     values = {k.removeprefix(ENV_PREFIX).lower(): v for k, v in env.items()}
     values.update(dev_api_key="a-real-secret-key", api_keys={}, transport="rabbitmq")
+    values.update(codec_keys="", codec_key_id="")  # their defaults when unset
     Settings(**values)
 
 

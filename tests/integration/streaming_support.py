@@ -13,8 +13,7 @@ import pytest
 
 from bench.workload import run_order
 from eventstore.postgres import PostgresEventStore
-from projections.handlers import default_projections
-from projections.runner import projector_lag
+from projections.runner import projector_lag, streams_behind
 from sagaflow.settings import Settings, Transport
 from streaming.kafka import quiet_kafka_logs
 from streaming.relay import relay_lag
@@ -73,35 +72,7 @@ async def caught_up(store: PostgresEventStore, settings: Settings) -> bool:
     if (await projector_lag(store, settings)).events:
         return False
     if settings.transport_kind is Transport.RABBITMQ:
-        return await _every_stream_applied(store, settings)
-    return True
-
-
-async def _every_stream_applied(store: PostgresEventStore, settings: Settings) -> bool:
-    followed = [(p.name, sorted(p.stream_types)) for p in default_projections()]
-    async with store.pool.connection() as conn:
-        for name, types in followed:
-            cur = await conn.execute(
-                """
-                SELECT count(*) FROM (
-                    SELECT stream_id, max(version) AS v FROM events
-                    WHERE stream_type = ANY(%s) GROUP BY stream_id) e
-                LEFT JOIN projection_watermarks w
-                  ON w.projection = %s AND w.stream_id = e.stream_id
-                WHERE coalesce(w.version, 0) < e.v
-                  AND e.stream_id NOT IN (SELECT stream_id FROM parked_messages
-                                          WHERE consumer = %s)
-                  AND e.stream_id NOT IN (SELECT stream_id FROM projection_retries
-                                          WHERE consumer = %s)
-                  AND e.stream_id NOT IN (SELECT stream_id FROM dead_letters
-                                          WHERE consumer = %s AND status = 'open'
-                                          AND stream_id IS NOT NULL)
-                """,
-                (types, name, *[settings.projector_group] * 3),
-            )
-            row = await cur.fetchone()
-            if row and row[0]:
-                return False
+        return await streams_behind(store, settings) == 0
     return True
 
 

@@ -6,6 +6,7 @@ thing in the store, on the Kafka wire and in the read models.
 
 from __future__ import annotations
 
+import json
 import re
 import uuid
 from collections.abc import Mapping
@@ -44,7 +45,7 @@ class ConcurrencyError(EventStoreError):
 
 
 class DuplicateEventConflict(EventStoreError):
-    """Some, not all, of an append's event ids are already stored: a caller bug."""
+    """An append's event ids are partly stored, or stored for another fact: a caller bug."""
 
 
 class UnreadableEvent(EventStoreError):
@@ -72,6 +73,44 @@ def check_stream_id(stream_id: str) -> str:
             f"stream id {stream_id!r} may hold only letters, digits and . _ : @ / -"
         )
     return stream_id
+
+
+def check_same_fact(
+    new: NewEvent,
+    stream_id: str,
+    stored_stream: str,
+    stored_type: str,
+    stored_schema: int,
+    stored_data: Mapping[str, Any],
+    stored_version: int,
+) -> None:
+    """Refuse an idempotent hit whose stored event is another fact than ``new``.
+
+    An event id names one fact: a retried append of the same events is a no-op, but an
+    id reused for another stream, type or payload would otherwise "succeed" and hide
+    the caller's new decision. Metadata is not compared (a retry's activity id and
+    attempt may differ). Why the payload only at the same schema version: an older
+    release may have stored the fact in its own shape before an upgrade retried it.
+    """
+    stored_as = f"stream {stored_stream!r} version {stored_version} ({stored_type})"
+    if stored_stream != stream_id:
+        differs = f"not in {stream_id!r}"
+    elif stored_type != new.event_type:
+        differs = f"not as {new.event_type}"
+    elif stored_schema == new.schema_version and dict(stored_data) != _json_form(new.data()):
+        differs = "with other data"
+    else:
+        return
+    raise DuplicateEventConflict(
+        f"event id {new.event_id} is already stored as {stored_as}, {differs}: "
+        "an event id names one fact"
+    )
+
+
+def _json_form(data: dict[str, Any]) -> dict[str, Any]:
+    # The stored payload went through JSON (tuples became lists): compare like for like.
+    loaded: dict[str, Any] = json.loads(json.dumps(data))
+    return loaded
 
 
 def deterministic_event_id(*parts: object) -> uuid.UUID:

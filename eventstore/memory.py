@@ -17,6 +17,7 @@ from eventstore.envelope import (
     FeedCursor,
     NewEvent,
     RecordedEvent,
+    check_same_fact,
     check_stream_id,
 )
 from eventstore.upcasting import Upcasters
@@ -47,6 +48,16 @@ class InMemoryEventStore(EventStore):
         async with self._lock:
             known = [self._by_id[str(e.event_id)] for e in events if str(e.event_id) in self._by_id]
             if len(known) == len(events):
+                for new, k in zip(events, known, strict=True):
+                    check_same_fact(
+                        new,
+                        stream_id,
+                        k.stream_id,
+                        k.event_type,
+                        k.schema_version,
+                        k.data,
+                        k.version,
+                    )
                 return AppendResult(
                     stream_id,
                     known[0].version,

@@ -33,6 +33,7 @@ from eventstore.envelope import (
     FeedCursor,
     NewEvent,
     RecordedEvent,
+    check_same_fact,
     check_stream_id,
 )
 from eventstore.migrate import psycopg_url, upgrade
@@ -292,13 +293,18 @@ class PostgresEventStore(EventStore):
         self, conn: psycopg.AsyncConnection[Any], stream_id: str, events: Sequence[NewEvent]
     ) -> AppendResult | None:
         cur = await conn.execute(
-            "SELECT version, global_position FROM events WHERE event_id = ANY(%s) ORDER BY version",
+            "SELECT event_id, stream_id, event_type, schema_version, data, version, "
+            "global_position FROM events WHERE event_id = ANY(%s) ORDER BY version",
             ([e.event_id for e in events],),
         )
         rows = await cur.fetchall()
         if len(rows) != len(events):
             return None
-        return AppendResult(stream_id, rows[0][0], rows[-1][0], tuple(r[1] for r in rows), True)
+        stored = {row[0]: row for row in rows}
+        for new in events:
+            _, s_stream, s_type, s_schema, s_data, s_version, _ = stored[new.event_id]
+            check_same_fact(new, stream_id, s_stream, s_type, s_schema, s_data, s_version)
+        return AppendResult(stream_id, rows[0][5], rows[-1][5], tuple(r[6] for r in rows), True)
 
     async def read_stream(self, stream_id: str, from_version: int = 1) -> list[RecordedEvent]:
         check_stream_id(stream_id)

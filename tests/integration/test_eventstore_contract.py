@@ -120,6 +120,26 @@ async def test_a_partly_stored_append_is_refused_and_writes_nothing(store: Event
     assert await store.stream_version("order-e") == 1
 
 
+async def test_a_stored_event_id_for_another_fact_is_refused(store: EventStore) -> None:
+    first = NewEvent(OrderCreated(order_id="o1", customer_id="c"))
+    await store.append("order-f", [first], NO_STREAM, stream_type="Order")
+    other_data = NewEvent(OrderCreated(order_id="o1", customer_id="d"), event_id=first.event_id)
+    other_type = NewEvent(OrderSubmitted(total_cents=1), event_id=first.event_id)
+    with pytest.raises(DuplicateEventConflict, match="with other data"):
+        await store.append("order-f", [other_data], ANY_VERSION, stream_type="Order")
+    with pytest.raises(DuplicateEventConflict, match=r"\(OrderCreated\), not as OrderSubmitted"):
+        await store.append("order-f", [other_type], ANY_VERSION, stream_type="Order")
+    with pytest.raises(DuplicateEventConflict, match="not in 'order-g'"):
+        await store.append("order-g", [first], ANY_VERSION, stream_type="Order")
+    # The same fact again, with other metadata (a retry's attempt), is still a no-op.
+    retried = NewEvent(first.event, event_id=first.event_id, metadata={"activity_id": "2"})
+    again = await store.append("order-f", [retried], ANY_VERSION, stream_type="Order")
+    assert again.duplicate and again.first_version == 1
+    assert [e.data["customer_id"] for e in await store.read_stream("order-f")] == ["c"]
+    assert await store.stream_version("order-g") == 0
+    assert len(await store.read_feed(START)) == 1
+
+
 @pytest.mark.parametrize("bad", ["", "x" * 201, "has space", "semi;colon"])
 async def test_refuses_bad_stream_ids_before_writing(store: EventStore, bad: str) -> None:
     with pytest.raises(InvalidStreamId):

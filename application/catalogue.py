@@ -12,10 +12,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from application.context import Context
-from application.errors import NotFound
+from application.errors import IdempotencyKeyReused, NotFound
 from domain.commands import RegisterProduct, Restock
 from domain.inventory import Inventory
-from eventstore import EventStore, Repository, on_conflict_retry
+from eventstore import DuplicateEventConflict, EventStore, Repository, on_conflict_retry
 from projections import queries
 
 
@@ -70,7 +70,12 @@ class Catalogue:
                 return await self.inventory.load(cmd.sku)  # a repeat: the stock was added once
             return inv
 
-        return _product(await on_conflict_retry(attempt))
+        try:
+            return _product(await on_conflict_retry(attempt))
+        except DuplicateEventConflict:
+            # The key's event is stored with another quantity: the same key for
+            # another request. Refused, not answered as if this one had been applied.
+            raise IdempotencyKeyReused() from None
 
     async def product(self, sku: str) -> Product | None:
         """The entry for ``sku``, or None when it is not registered."""

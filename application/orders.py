@@ -29,10 +29,12 @@ from application.errors import (
     Refused,
 )
 from domain.commands import OrderLine, PlaceOrder, require_known_skus, validate_place_order
-from domain.events import order_stream
+from domain.events import DomainEvent, order_stream
 from domain.saga_events import saga_stream
 from eventstore import (
     ANY_VERSION,
+    AppendResult,
+    DuplicateEventConflict,
     EventStore,
     InvalidStreamId,
     NewEvent,
@@ -255,7 +257,25 @@ async def saga_started_token(
             keys=keys,
         )
     )
-    result = await store.append(
+    try:
+        result = await _append_saga_started(store, saga_id, event, user_id)
+    except DuplicateEventConflict:
+        # The id already names a saga started with other business keys (a saga type
+        # whose id comes from its input, e.g. a trip id used twice): the request
+        # attached to that saga, so answering 202 would claim a start that never was.
+        raise Refused(
+            f"saga {saga_id!r} ({saga_type}) already exists with other input; "
+            "nothing new was started"
+        ) from None
+    return ConsistencyToken.encode(
+        result.global_positions[0], saga_stream(saga_id), result.first_version
+    )
+
+
+async def _append_saga_started(
+    store: EventStore, saga_id: str, event: DomainEvent, user_id: str
+) -> AppendResult:
+    return await store.append(
         saga_stream(saga_id),
         [
             NewEvent(
@@ -272,9 +292,6 @@ async def saga_started_token(
         ],
         ANY_VERSION,
         stream_type="Saga",
-    )
-    return ConsistencyToken.encode(
-        result.global_positions[0], saga_stream(saga_id), result.first_version
     )
 
 

@@ -144,14 +144,20 @@ async def start(
             # Nothing started: free the key so a corrected retry may use it.
             await release_idempotency_key(ctx, key)
         raise
-    token = await saga_started_token(
-        ctx.store,
-        saga_id=saga_id,
-        saga_type=t.name,
-        keys=input_keys(t.definition, saga_input),
-        order_id=getattr(saga_input, "order_id", None),
-        user_id=user_id,
-    )
+    try:
+        token = await saga_started_token(
+            ctx.store,
+            saga_id=saga_id,
+            saga_type=t.name,
+            keys=input_keys(t.definition, saga_input),
+            order_id=getattr(saga_input, "order_id", None),
+            user_id=user_id,
+        )
+    except Refused:
+        if claimed:
+            # The id belongs to another request's saga: free the key for a retry.
+            await release_idempotency_key(ctx, key)
+        raise
     return SagaAccepted(saga_id, t.name, token)
 
 

@@ -149,6 +149,21 @@ async def test_idempotency_key_returns_the_same_order_and_refuses_another_body(
     assert "Idempotency-Key" in conflict.json()["detail"]
 
 
+async def test_a_restock_key_reused_for_another_quantity_is_refused(
+    http: httpx.AsyncClient,
+) -> None:
+    sku = await product(http, stock=10)
+    key = {"Idempotency-Key": f"restock-{uuid.uuid4().hex[:8]}"}
+    first = await http.post(f"/products/{sku}/restock", json={"quantity": 3}, headers=key)
+    again = await http.post(f"/products/{sku}/restock", json={"quantity": 3}, headers=key)
+    assert first.status_code == again.status_code == 200
+    assert first.json()["available"] == again.json()["available"] == 13
+    other = await http.post(f"/products/{sku}/restock", json={"quantity": 4}, headers=key)
+    assert other.status_code == 409, other.text
+    assert "Idempotency-Key" in other.json()["detail"]
+    assert (await http.get(f"/products/{sku}")).json()["available"] == 13
+
+
 async def test_a_consistency_token_reads_your_own_write(http: httpx.AsyncClient) -> None:
     sku = await product(http)
     accepted = (await place(http, sku)).json()

@@ -92,6 +92,12 @@ async def test_start_a_saga_by_type_then_read_list_plan_and_events(
         headers={"Idempotency-Key": sku},
     )
     assert other.status_code == 409
+    # The same saga id (the order id) for another customer: refused, not attached.
+    rival = await http.post(
+        "/saga-types/OrderSaga/sagas", json={**body, "customer_id": "someone-else"}
+    )
+    assert rival.status_code == 409, rival.text
+    assert "already exists with other input" in rival.json()["detail"]
 
     row = await _row(http, saga_id, "awaiting_shipment")
     assert row["keys"]["CustomerId"] == body["customer_id"]

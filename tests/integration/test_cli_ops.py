@@ -25,6 +25,13 @@ def test_registers_and_restocks_a_product_once_per_idempotency_key(cli: CliRunne
         restocked = cli.invoke(app, ["products", "restock", "CLI-1", "5", "--idempotency-key", "k"])
         assert restocked.exit_code == 0, restocked.output
     assert "available=5," in restocked.output
+    other = cli.invoke(app, ["products", "restock", "CLI-1", "7", "--idempotency-key", "k"])
+    assert other.exit_code == 1
+    assert other.output.strip() == (
+        "refused: this Idempotency-Key was used with a different request body"
+    )
+    shown = cli.invoke(app, ["products", "restock", "CLI-1", "5", "--idempotency-key", "k"])
+    assert "available=5," in shown.output  # the refused request added nothing
 
 
 def test_refusals_are_one_line_and_exit_1(cli: CliRunner) -> None:

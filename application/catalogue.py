@@ -132,8 +132,26 @@ async def product(store: EventStore, sku: str) -> Product:
 
 
 async def inventory_level(ctx: Context, sku: str) -> dict[str, Any]:
-    """The inventory read model of one SKU."""
+    """The inventory read model of one SKU; from the event store while a SKU just
+    registered is not projected yet.
+
+    Why the fallback: ``POST /products`` answered 201, so a 404 for the same SKU a
+    moment later (the projector a batch behind) would deny a resource that exists.
+    """
     level = await queries.get_inventory_level(ctx.pool, sku)
     if level is None:
-        raise NotFound("inventory", sku)
+        catalogue = Catalogue(ctx.store)
+        inv = await catalogue.inventory.load(sku)
+        if not inv.registered:
+            raise NotFound("inventory", sku)
+        [last] = await ctx.store.read_stream(inv.stream_id, inv.version)
+        level = queries.InventoryLevel(
+            sku=sku,
+            name=inv.name,
+            unit_price_cents=inv.unit_price_cents,
+            available=inv.available,
+            reserved=inv.reserved,
+            sold=inv.sold,
+            updated_at=last.recorded_at,
+        )
     return level.model_dump(mode="json")

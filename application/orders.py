@@ -433,7 +433,12 @@ async def order_events(ctx: Context, order_id: str) -> list[dict[str, Any]]:
     """The order stream's events with their envelopes, oldest first."""
     events = await ctx.store.read_stream(order_stream(order_id))
     if not events:
-        raise NotFound("order", order_id)
+        # Why look at the saga's stream: an order accepted (202, its SagaStarted
+        # written) has no facts until the saga's create step runs; it exists, with
+        # no events yet, rather than "not found".
+        started = await ctx.store.read_stream(saga_stream(order_id))
+        if not started or started[0].data.get("saga_type") != ORDER_SAGA:
+            raise NotFound("order", order_id)
     return [e.envelope() for e in events]
 
 

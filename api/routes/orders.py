@@ -92,7 +92,8 @@ async def get_order(
 
 @router.get("/orders/{order_id}/events", response_model=list[EventOut])
 async def get_order_events(order_id: Ident, c: Reader) -> list[dict[str, Any]]:
-    """The order's raw event stream, oldest first."""
+    """The order's raw event stream, oldest first (empty until an accepted order's saga
+    has created it)."""
     return await orders.order_events(c.ctx, order_id)
 
 

@@ -50,5 +50,6 @@ async def restock(
 
 @router.get("/inventory/{sku}")
 async def get_inventory(sku: Sku, c: Reader) -> dict[str, Any]:
-    """Available, reserved and sold units of a SKU (read model)."""
+    """Available, reserved and sold units of a SKU (read model; from the event store
+    while a SKU just registered is not projected yet)."""
     return await catalogue.inventory_level(c.ctx, sku)

@@ -59,9 +59,16 @@ def draw(order_id: str, purpose: str) -> float:
 class SimulatedPaymentProvider:
     """A built-in provider: configurable latency, decline rate and transient-error rate.
 
-    An order is declined when ``draw(order_id, "decline") < decline_rate``; the n-th
-    call for one idempotency key fails transiently when
-    ``draw(order_id, f"transient:{n}") < transient_error_rate``.
+    An order is declined when ``draw(order_id, "decline") < decline_rate``; a call
+    fails transiently when ``draw(order_id, f"transient:{key}:{attempt}:{n}")`` is
+    below ``transient_error_rate``, where ``attempt`` is the running activity's attempt
+    and ``n`` counts this process's calls for the idempotency key.
+
+    Why both: the count alone is per process, so in a fleet (or after a restart) every
+    retry that lands on a fresh worker drew the same "call 1" as the attempt before it,
+    and a key whose first draw fails failed all five compensation attempts and parked;
+    the attempt alone would repeat the first draws for an operator's retry of a parked
+    step. Together, every attempt gets a draw of its own.
     """
 
     def __init__(
@@ -86,7 +93,9 @@ class SimulatedPaymentProvider:
         if self.latency_ms:
             await asyncio.sleep(self.latency_ms / 1000)
         self._calls[key] += 1
-        if draw(order_id, f"transient:{key}:{self._calls[key]}") < self.transient_error_rate:
+        attempt = activity.info().attempt if activity.in_activity() else 0
+        trial = f"transient:{key}:{attempt}:{self._calls[key]}"
+        if draw(order_id, trial) < self.transient_error_rate:
             raise TransientProviderError(f"simulated provider unavailable ({key})")
 
     async def charge(

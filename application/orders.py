@@ -29,11 +29,10 @@ from application.errors import (
     Refused,
 )
 from domain.commands import OrderLine, PlaceOrder, require_known_skus, validate_place_order
-from domain.events import DomainEvent, order_stream
+from domain.events import order_stream
 from domain.saga_events import saga_stream
 from eventstore import (
     ANY_VERSION,
-    AppendResult,
     DuplicateEventConflict,
     EventStore,
     InvalidStreamId,
@@ -258,7 +257,24 @@ async def saga_started_token(
         )
     )
     try:
-        result = await _append_saga_started(store, saga_id, event, user_id)
+        result = await store.append(
+            saga_stream(saga_id),
+            [
+                NewEvent(
+                    event,
+                    event_id=deterministic_event_id(saga_id, "journal", 1),
+                    metadata={
+                        "correlation_id": saga_id,
+                        "causation_id": "api",
+                        "user_id": user_id,
+                        "workflow_id": saga_id,
+                        "activity_id": "",
+                    },
+                )
+            ],
+            ANY_VERSION,
+            stream_type="Saga",
+        )
     except DuplicateEventConflict:
         # The id already names a saga started with other business keys (a saga type
         # whose id comes from its input, e.g. a trip id used twice): the request
@@ -269,29 +285,6 @@ async def saga_started_token(
         ) from None
     return ConsistencyToken.encode(
         result.global_positions[0], saga_stream(saga_id), result.first_version
-    )
-
-
-async def _append_saga_started(
-    store: EventStore, saga_id: str, event: DomainEvent, user_id: str
-) -> AppendResult:
-    return await store.append(
-        saga_stream(saga_id),
-        [
-            NewEvent(
-                event,
-                event_id=deterministic_event_id(saga_id, "journal", 1),
-                metadata={
-                    "correlation_id": saga_id,
-                    "causation_id": "api",
-                    "user_id": user_id,
-                    "workflow_id": saga_id,
-                    "activity_id": "",
-                },
-            )
-        ],
-        ANY_VERSION,
-        stream_type="Saga",
     )
 
 

@@ -75,15 +75,7 @@ def check_stream_id(stream_id: str) -> str:
     return stream_id
 
 
-def check_same_fact(
-    new: NewEvent,
-    stream_id: str,
-    stored_stream: str,
-    stored_type: str,
-    stored_schema: int,
-    stored_data: Mapping[str, Any],
-    stored_version: int,
-) -> None:
+def check_same_fact(new: NewEvent, stream_id: str, stored: RecordedEvent) -> None:
     """Refuse an idempotent hit whose stored event is another fact than ``new``.
 
     An event id names one fact: a retried append of the same events is a no-op, but an
@@ -92,12 +84,12 @@ def check_same_fact(
     attempt may differ). Why the payload only at the same schema version: an older
     release may have stored the fact in its own shape before an upgrade retried it.
     """
-    stored_as = f"stream {stored_stream!r} version {stored_version} ({stored_type})"
-    if stored_stream != stream_id:
+    stored_as = f"stream {stored.stream_id!r} version {stored.version} ({stored.event_type})"
+    if stored.stream_id != stream_id:
         differs = f"not in {stream_id!r}"
-    elif stored_type != new.event_type:
+    elif stored.event_type != new.event_type:
         differs = f"not as {new.event_type}"
-    elif stored_schema == new.schema_version and dict(stored_data) != _json_form(new.data()):
+    elif stored.schema_version == new.schema_version and stored.data != _json_form(new.data()):
         differs = "with other data"
     else:
         return

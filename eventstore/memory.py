@@ -48,16 +48,8 @@ class InMemoryEventStore(EventStore):
         async with self._lock:
             known = [self._by_id[str(e.event_id)] for e in events if str(e.event_id) in self._by_id]
             if len(known) == len(events):
-                for new, k in zip(events, known, strict=True):
-                    check_same_fact(
-                        new,
-                        stream_id,
-                        k.stream_id,
-                        k.event_type,
-                        k.schema_version,
-                        k.data,
-                        k.version,
-                    )
+                for new, stored in zip(events, known, strict=True):
+                    check_same_fact(new, stream_id, stored)
                 return AppendResult(
                     stream_id,
                     known[0].version,

@@ -293,18 +293,17 @@ class PostgresEventStore(EventStore):
         self, conn: psycopg.AsyncConnection[Any], stream_id: str, events: Sequence[NewEvent]
     ) -> AppendResult | None:
         cur = await conn.execute(
-            "SELECT event_id, stream_id, event_type, schema_version, data, version, "
-            "global_position FROM events WHERE event_id = ANY(%s) ORDER BY version",
+            f"SELECT {_COLUMNS} FROM events WHERE event_id = ANY(%s) ORDER BY version",
             ([e.event_id for e in events],),
         )
-        rows = await cur.fetchall()
+        rows = [_recorded(row) for row in await cur.fetchall()]
         if len(rows) != len(events):
             return None
-        stored = {row[0]: row for row in rows}
+        by_id = {r.event_id: r for r in rows}
         for new in events:
-            _, s_stream, s_type, s_schema, s_data, s_version, _ = stored[new.event_id]
-            check_same_fact(new, stream_id, s_stream, s_type, s_schema, s_data, s_version)
-        return AppendResult(stream_id, rows[0][5], rows[-1][5], tuple(r[6] for r in rows), True)
+            check_same_fact(new, stream_id, by_id[new.event_id])
+        positions = tuple(r.global_position for r in rows)
+        return AppendResult(stream_id, rows[0].version, rows[-1].version, positions, True)
 
     async def read_stream(self, stream_id: str, from_version: int = 1) -> list[RecordedEvent]:
         check_stream_id(stream_id)

@@ -3,6 +3,7 @@
     python -m bench.stack [--quick] [--transports kafka,embedded] [--orders N]
                           [--concurrency C] [--rate R] [--repeats K]
                           [--temporal tuned|untuned|both]
+                          [--compare SETTING=A,B[,...]]
 
 Per transport, a stack as ``sagaflow dev`` runs it (API, worker, relay unless
 embedded, projector, PostgreSQL, Temporal, the broker), each its own process. Orders
@@ -29,7 +30,10 @@ and after. Median and spread (max - min) over the repeats, a table, and last
 The load generator and the Temporal client of the bare run are not metered.
 ``--temporal both`` runs each transport twice, on the dev server with its own
 defaults (``untuned.`` keys) and with sagaflow's SQLite pragmas and poll rate
-(``tuned.`` keys), so the lever's effect is a ratio from one run.
+(``tuned.`` keys), so the lever's effect is a ratio from one run. ``--compare
+worker_sandbox_engine=false,true`` does the same for any process setting (set as
+``SAGAFLOW_<SETTING>`` in every sagaflow process's environment): one stack per value,
+keys prefixed ``<setting>=<value>.``, and each figure's ratio to the first value.
 """
 
 from __future__ import annotations
@@ -48,15 +52,17 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
 import psutil
+from pydantic import ValidationError
 
 from bench.saga import percentile
 from sagaflow.demo import Outcomes, _order_body, _seed, _ts
-from sagaflow.settings import DEV_API_KEY, load_settings
+from sagaflow.settings import DEV_API_KEY, Settings, load_settings
 from sagaflow.stack import Stack
 
 SAGA_PROCESSES = ("api", "worker", "relay", "projector")
@@ -289,18 +295,69 @@ def _summarise(runs: list[dict[str, float]]) -> dict[str, float]:
 UNTUNED_TEMPORAL = {"temporal_dev_sqlite_pragmas": "", "temporal_dev_dynamic_config": ""}
 
 
+@dataclass(frozen=True)
+class Variant:
+    """One side of a comparison: settings of the services (``overrides``, given to
+    ``load_settings``) and of the sagaflow processes (``env``)."""
+
+    label: str = ""
+    overrides: dict[str, Any] = field(default_factory=dict)
+    env: dict[str, str] = field(default_factory=dict)
+
+
+def variants_of(args: argparse.Namespace) -> list[Variant]:
+    """The variants ``--temporal`` and ``--compare`` ask for (one, unlabelled, if none).
+
+    Raises ValueError naming what is wrong with either option.
+    """
+    temporal = {
+        "tuned": [Variant()],
+        "untuned": [Variant(overrides=dict(UNTUNED_TEMPORAL))],
+        "both": [
+            Variant("untuned", overrides=dict(UNTUNED_TEMPORAL)),
+            Variant("tuned"),
+        ],
+    }.get(args.temporal)
+    if temporal is None:
+        raise ValueError(f"--temporal must be tuned, untuned or both, not {args.temporal!r}")
+    if not args.compare:
+        return temporal
+    if len(temporal) > 1:
+        raise ValueError("--compare and --temporal both: one comparison per run")
+    name, _, values = args.compare.partition("=")
+    name = name.strip().lower()
+    choices = [v.strip() for v in values.split(",") if v.strip()]
+    if name not in Settings.model_fields or len(choices) < 2:
+        raise ValueError(
+            f"--compare wants SETTING=A,B with a sagaflow setting and two values or more, "
+            f"not {args.compare!r}"
+        )
+    for value in choices:
+        try:
+            Settings.model_validate({name: value})
+        except ValidationError as err:
+            message = err.errors()[0]["msg"]
+            raise ValueError(f"--compare {name}={value}: {message}") from None
+    base = temporal[0].overrides
+    return [
+        Variant(f"{name}={value}", overrides=base, env={f"SAGAFLOW_{name.upper()}": value})
+        for value in choices
+    ]
+
+
 def bench_transport(
-    transport: str, args: argparse.Namespace, tmp: Path, *, tuned: bool = True
+    transport: str, args: argparse.Namespace, tmp: Path, variant: Variant | None = None
 ) -> dict[str, float]:
-    """Every measure of one transport (see the module's docstring); ``tuned`` False
-    runs the Temporal dev server with its own defaults instead of sagaflow's."""
-    overrides: dict[str, Any] = {} if tuned else dict(UNTUNED_TEMPORAL)
-    folder = tmp / f"{transport}-{_tuning(tuned)}"
+    """Every measure of one transport (see the module's docstring) on ``variant``'s
+    settings (sagaflow's defaults if none)."""
+    variant = variant or Variant()
+    folder = tmp / f"{transport}-{uuid.uuid4().hex[:6]}"
     stack = Stack(
-        load_settings(data_dir=folder, transport=transport, api_port=0, **overrides),
+        load_settings(data_dir=folder, transport=transport, api_port=0, **variant.overrides),
         extra_env={
             "SAGAFLOW_PAYMENT_DECLINE_RATE": "0",
             "SAGAFLOW_PAYMENT_TRANSIENT_ERROR_RATE": "0",
+            **variant.env,
         },
     )
     bare: subprocess.Popen[bytes] | None = None
@@ -426,8 +483,31 @@ def _table(transport: str, result: dict[str, float]) -> None:
     )
 
 
-def _tuning(tuned: bool) -> str:
-    return "tuned" if tuned else "untuned"
+RATIO_KEYS = (
+    "cpu_ms_per_order",
+    "worker.cpu_ms_per_order",
+    "temporal.cpu_ms_per_order",
+    "orders_per_s",
+    "seq_p50_ms",
+    "p99_ms",
+    "rate_p50_ms",
+)
+
+
+def _ratios(transport: str, labels: list[str], result: dict[str, float], prefix: str) -> None:
+    """Each later variant's figures over the first one's (same run), printed and stored."""
+    first = labels[0]
+    print(f"\n{transport}: ratios to {first} (medians, same run)")
+    for label in labels[1:]:
+        cells = []
+        for key in RATIO_KEYS:
+            base = result.get(f"{prefix}{first}.stack.{key}")
+            other = result.get(f"{prefix}{label}.stack.{key}")
+            if base and other is not None:
+                ratio = round(other / base, 2)
+                result[f"{prefix}ratio.{label}.{key}"] = ratio
+                cells.append(f"{key} {ratio}")
+        print(f"  {label}: " + ", ".join(cells))
 
 
 def main() -> None:
@@ -445,6 +525,13 @@ def main() -> None:
         default="tuned",
         help="dev server settings: tuned (sagaflow's), untuned (start-dev's), or both",
     )
+    parser.add_argument(
+        "--compare",
+        default="",
+        metavar="SETTING=A,B",
+        help="one stack per value of a sagaflow process setting, e.g. "
+        "worker_sandbox_engine=false,true",
+    )
     parser.add_argument("--bare-worker", nargs=2, metavar=("ADDRESS", "QUEUE"))
     args = parser.parse_args()
     if args.bare_worker:
@@ -454,20 +541,21 @@ def main() -> None:
     if args.quick:
         args.orders, args.seq, args.repeats = 60, 10, 1
     transports = [t.strip() for t in args.transports.split(",") if t.strip()]
+    try:
+        variants = variants_of(args)
+    except ValueError as err:
+        parser.error(str(err))
     result: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="sagaflow-bench-stack-") as tmp:
-        variants = {"tuned": [True], "untuned": [False], "both": [False, True]}.get(args.temporal)
-        if variants is None:
-            parser.error(f"--temporal must be tuned, untuned or both, not {args.temporal!r}")
         for transport in transports:
-            for tuned in variants:
-                figures = bench_transport(transport, args, Path(tmp), tuned=tuned)
-                label = transport if len(variants) == 1 else f"{transport}/{_tuning(tuned)}"
-                _table(label, figures)
-                prefix = "" if len(transports) == 1 else f"{transport}."
-                if len(variants) > 1:
-                    prefix += f"{_tuning(tuned)}."
-                result |= {prefix + k: v for k, v in figures.items()}
+            prefix = "" if len(transports) == 1 else f"{transport}."
+            for variant in variants:
+                figures = bench_transport(transport, args, Path(tmp), variant)
+                _table(f"{transport}/{variant.label}" if variant.label else transport, figures)
+                label = f"{variant.label}." if variant.label else ""
+                result |= {prefix + label + k: v for k, v in figures.items()}
+            if len(variants) > 1:
+                _ratios(transport, [v.label for v in variants], result, prefix)
     result["orders"] = args.orders
     result["concurrency"] = args.concurrency
     result["repeats"] = args.repeats

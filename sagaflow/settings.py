@@ -162,6 +162,11 @@ class Settings(BaseSettings):
         default=3.0, gt=0, description="how long a dead worker's sticky tasks wait"
     )
     worker_graceful_shutdown_s: float = Field(default=30.0, ge=0)
+    worker_sandbox_engine: bool = Field(
+        default=True,
+        description="pass the engine's modules through the workflow sandbox (imported "
+        "once, not per saga run); false re-imports them into every run",
+    )
     # Fault injection for tests: "<activity name>" commits its events, then fails once.
     fault_commit_then_fail: str = Field(default="", description="off when empty")
     # "<activity name>" commits its events, then hangs until the worker is killed.

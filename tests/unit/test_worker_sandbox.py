@@ -28,7 +28,9 @@ DETERMINISTIC_STDLIB = {
     "sys",  # engine.linear_saga reads its caller's module name
     "typing",
 }
-NONDETERMINISTIC_CALLS = re.compile(r"(?<!workflow)\.(now|utcnow|today|time|random|uuid4)\(|\bopen\(")
+NONDETERMINISTIC_CALLS = re.compile(
+    r"(?<!workflow)\.(now|utcnow|today|time|random|uuid4)\(|\bopen\("
+)
 
 
 def _source(module: str) -> str:

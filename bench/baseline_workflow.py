@@ -27,6 +27,10 @@ class BareFourActivities:
         return n
 
 
+BARE_SCHEMA = "CREATE TABLE IF NOT EXISTS bench_rows (id bigserial PRIMARY KEY, key text)"
+"""The table of ``RowInserter``'s rows."""
+
+
 class RowInserter:
     """The bare workflow's one side effect per step: one INSERT on PostgreSQL."""
 

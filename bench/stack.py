@@ -28,6 +28,9 @@ and after. Median and spread (max - min) over the repeats, a table, and last
 ``stack.orders_per_s``, ``stack.seq_p50_ms``, ``stack.p99_ms``, ``bare.cpu_ms_per_wf``,
 ``bare.wf_per_s``, ...; with several transports, keys are prefixed ``<transport>.``).
 The load generator and the Temporal client of the bare run are not metered.
+``--open N`` then opens N more sagas (orders left awaiting shipment) and measures the
+load again on the same stack (``open.`` keys, ``ratio.open_over_stack.cpu_ms_per_order``):
+cost must not grow with what is open.
 ``--temporal both`` runs each transport twice, on the dev server with its own
 defaults (``untuned.`` keys) and with sagaflow's SQLite pragmas and poll rate
 (``tuned.`` keys), so the lever's effect is a ratio from one run. ``--compare
@@ -60,6 +63,7 @@ import httpx
 import psutil
 from pydantic import ValidationError
 
+from bench.baseline_workflow import BARE_SCHEMA
 from bench.saga import percentile
 from sagaflow.demo import Outcomes, _order_body, _seed, _ts
 from sagaflow.settings import DEV_API_KEY, Settings, load_settings
@@ -218,9 +222,6 @@ async def drive(
     }
 
 
-BARE_SCHEMA = "CREATE TABLE IF NOT EXISTS bench_rows (id bigserial PRIMARY KEY, key text)"
-
-
 async def _bare_worker(address: str, queue: str, database_url: str) -> None:
     """The bare workflow's worker: default Worker settings, one small pool."""
     from psycopg_pool import AsyncConnectionPool
@@ -279,6 +280,44 @@ async def drive_bare(address: str, queue: str, n: int, concurrency: int) -> dict
         "p50_ms": percentile(latencies, 50),
         "p99_ms": percentile(latencies, 99),
     }
+
+
+async def open_sagas(http: httpx.AsyncClient, database_url: str, n: int, concurrency: int) -> int:
+    """Place ``n`` more orders (``concurrency`` POSTs at a time, not waiting for each to
+    settle) and wait until every order awaits shipment on the read model; returns how
+    many do. The count is one SQL query on the read model: no Temporal query."""
+    import psycopg
+
+    rng = random.Random(11)
+    limit = asyncio.Semaphore(concurrency)
+
+    async def count() -> int:
+        async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
+            cur = await conn.execute("SELECT count(*) FROM saga_outcomes WHERE status <> 'running'")
+            row = await cur.fetchone()
+            return int(row[0]) if row else 0
+
+    async def place() -> None:
+        body, _ = _order_body(rng)
+        async with limit:
+            resp = await http.post(
+                "/orders", json=body, headers={"Idempotency-Key": uuid.uuid4().hex}
+            )
+            resp.raise_for_status()
+
+    target = await count() + n
+    await asyncio.gather(*(place() for _ in range(n)))
+    deadline = time.monotonic() + 120 + n
+    while (settled := await count()) < target and time.monotonic() < deadline:  # noqa: ASYNC110 (a poll of another process's table)
+        await asyncio.sleep(1.0)
+    async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
+        cur = await conn.execute(
+            "SELECT count(*) FROM saga_outcomes WHERE status = 'awaiting_shipment'"
+        )
+        row = await cur.fetchone()
+    if settled < target:
+        print(f"  only {settled} of {target} orders settled in time", flush=True)
+    return int(row[0]) if row else 0
 
 
 def _summarise(runs: list[dict[str, float]]) -> dict[str, float]:
@@ -383,7 +422,7 @@ def bench_transport(
             | {"postgres": running["postgres"].pid}
         )
         rss_before = {n: round(tree_rss_mb(p), 1) for n, p in stack_meter.pids.items()}
-        runs: dict[str, list[dict[str, float]]] = {"stack": [], "bare": []}
+        runs: dict[str, list[dict[str, float]]] = {"stack": [], "bare": [], "open": []}
 
         async def repeats() -> None:
             async with httpx.AsyncClient(
@@ -440,6 +479,37 @@ def bench_transport(
                         flush=True,
                     )
 
+            if args.open:
+                await measure_open(http, stack.env["SAGAFLOW_DATABASE_URL"])
+
+        async def measure_open(http: httpx.AsyncClient, database_url: str) -> None:
+            # Why the same sizes as the repeats above: the figures are compared with
+            # theirs, in this run, on this stack.
+            opened = await open_sagas(http, database_url, args.open, args.concurrency)
+            print(f"  {transport}: {opened} sagas now await shipment", flush=True)
+            for repeat in range(args.repeats):
+                with paused([bare.pid]):
+                    stack_meter.start()
+                    load = await drive(http, args.orders, concurrency=args.concurrency)
+                    cpu = stack_meter.stop()
+                settled = max(load["settled"], 1)
+                figures = {
+                    "cpu_ms_per_order": 1000 * sum(cpu.values()) / settled,
+                    "worker.cpu_ms_per_order": 1000 * cpu["worker"] / settled,
+                    "temporal.cpu_ms_per_order": 1000 * cpu["temporal"] / settled,
+                    "postgres.cpu_ms_per_order": 1000 * cpu["postgres"] / settled,
+                    "orders_per_s": load["orders_per_s"],
+                    "p50_ms": load["p50_ms"],
+                    "open_sagas": opened,
+                }
+                runs["open"].append(figures)
+                print(
+                    f"  {transport} with {opened} open, repeat {repeat + 1}/{args.repeats}: "
+                    f"{figures['cpu_ms_per_order']:.1f} ms CPU/order, "
+                    f"{figures['orders_per_s']:.1f} orders/s",
+                    flush=True,
+                )
+
         asyncio.run(repeats())
         rss_after = {n: round(tree_rss_mb(p), 1) for n, p in stack_meter.pids.items()}
     finally:
@@ -449,6 +519,11 @@ def bench_transport(
         stack.stop()
     result = {f"stack.{k}": v for k, v in _summarise(runs["stack"]).items()}
     result |= {f"bare.{k}": v for k, v in _summarise(runs["bare"]).items()}
+    if runs["open"]:
+        result |= {f"open.{k}": v for k, v in _summarise(runs["open"]).items()}
+        result["ratio.open_over_stack.cpu_ms_per_order"] = round(
+            result["open.cpu_ms_per_order"] / result["stack.cpu_ms_per_order"], 2
+        )
     result |= {f"stack.{n}.rss_mb_before": v for n, v in rss_before.items()}
     result |= {f"stack.{n}.rss_mb_after": v for n, v in rss_after.items()}
     result["ratio.cpu_stack_over_bare"] = round(
@@ -481,6 +556,17 @@ def _table(transport: str, result: dict[str, float]) -> None:
         f"p99 under load {result['stack.p99_ms']} ms; at a fixed rate p50 "
         f"{result['stack.rate_p50_ms']}, p99 {result['stack.rate_p99_ms']} ms"
     )
+    if "open.cpu_ms_per_order" in result:
+        print(
+            f"  with {result['open.open_sagas']:.0f} sagas awaiting shipment: "
+            f"{result['open.cpu_ms_per_order']} ms CPU/order "
+            f"({result['open.cpu_ms_per_order_spread']}), ratio "
+            f"{result['ratio.open_over_stack.cpu_ms_per_order']}x; worker "
+            f"{result['open.worker.cpu_ms_per_order']}, temporal "
+            f"{result['open.temporal.cpu_ms_per_order']}, postgres "
+            f"{result['open.postgres.cpu_ms_per_order']} ms; "
+            f"{result['open.orders_per_s']} orders/s"
+        )
 
 
 RATIO_KEYS = (
@@ -531,6 +617,13 @@ def main() -> None:
         metavar="SETTING=A,B",
         help="one stack per value of a sagaflow process setting, e.g. "
         "worker_sandbox_engine=false,true",
+    )
+    parser.add_argument(
+        "--open",
+        type=int,
+        default=0,
+        metavar="N",
+        help="then open N more sagas (awaiting shipment) and measure the load again",
     )
     parser.add_argument("--bare-worker", nargs=2, metavar=("ADDRESS", "QUEUE"))
     args = parser.parse_args()

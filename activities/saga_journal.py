@@ -23,6 +23,15 @@ class SagaJournalActivities:
             return
         info = activity.info()
         saga_id = records[0].saga_id
+        stream = saga_stream(saga_id)
+        if records[0].kind == "SagaStarted" and len(records) > 1:
+            # SagaStarted came buffered with later records (engine 3). Why drop it when
+            # the stream exists: the API appended it alone already (or an earlier try
+            # of this batch did); a batch with it would be a partial duplicate. If the
+            # API's append lands between this read and the append, the append raises
+            # DuplicateEventConflict and the retry (unlimited) reads the stream again.
+            if await self.store.stream_version(stream) > 0:
+                records = records[1:]
         new_events = [
             NewEvent(
                 saga_event(record),
@@ -39,5 +48,5 @@ class SagaJournalActivities:
         ]
         # Why ANY_VERSION: the workflow issues journal appends one at a time, in
         # order, so the stream's order is the saga's; the ids dedupe retries (a
-        # batch is always retried whole, never split).
-        await self.store.append(saga_stream(saga_id), new_events, ANY_VERSION, stream_type="Saga")
+        # batch is retried whole, less only a SagaStarted already stored).
+        await self.store.append(stream, new_events, ANY_VERSION, stream_type="Saga")

@@ -290,11 +290,12 @@ class Saga:
     # --- forward ----------------------------------------------------------------
 
     async def start(self) -> None:
-        """Record SagaStarted, alone, as journal record 1.
+        """Record SagaStarted as journal record 1 (with the journal's first write).
 
-        Why alone and first: the API appends the same SagaStarted with the same event
-        id (workflow id, "journal", 1) to hand out a consistency token at once; one
-        of the two appends is then a no-op, never a partial-duplicate conflict.
+        Why first: the API appends the same SagaStarted with the same event id
+        (workflow id, "journal", 1) to hand out a consistency token at once; one of
+        the two is then a no-op. Runs before the third generation wrote it alone, in
+        a local activity of its own.
         """
         # Why here, before the first command: the patch marker must sit at the same
         # place in every new history; old histories have no marker and replay the
@@ -306,7 +307,11 @@ class Saga:
         else:  # a run recorded by an earlier generation: replay it with its rules
             self.engine_features = workflow.patched(ENGINE_PATCH)
             self.engine_2 = self.engine_features and workflow.patched(ENGINE_2_PATCH)
-        await self._record("SagaStarted", keys=self.keys)
+        # Third generation: SagaStarted waits in the buffer for the journal's first
+        # write (one local activity fewer per saga). The API appends it alone when it
+        # starts the saga; the journal activity leaves it out of that write when the
+        # stream already has it, so neither append is ever a partial duplicate.
+        await self._record("SagaStarted", keys=self.keys, buffer=self.coalesce_visibility)
 
     async def run_step(
         self,

@@ -15,6 +15,7 @@ from activities.order import OrderActivities
 from activities.payment import PaymentActivities, SimulatedPaymentProvider, draw
 from activities.saga_journal import SagaJournalActivities
 from application.catalogue import Catalogue
+from application.orders import saga_started_token
 from domain.commands import RegisterProduct, Restock
 from domain.events import inventory_stream, order_stream, payment_stream
 from domain.saga_events import saga_stream
@@ -129,6 +130,38 @@ async def test_journal_append_retried_with_the_same_sequence_writes_once(
     await ActivityEnvironment().run(journal.record_saga_events, [record])
     await ActivityEnvironment().run(journal.record_saga_events, [record])
     assert await types(store, saga_stream("o-1")) == ["SagaStarted"]
+
+
+def _journal_env(workflow_id: str) -> ActivityEnvironment:
+    env = ActivityEnvironment()
+    env.info = dataclasses.replace(env.info, workflow_id=workflow_id)
+    return env
+
+
+@pytest.mark.parametrize("api_first", [True, False], ids=["api-first", "journal-first"])
+async def test_a_buffered_saga_started_is_written_once_whoever_is_first(
+    store: InMemoryEventStore, api_first: bool
+) -> None:
+    """Engine 3 sends SagaStarted with the journal's first write; the API appends it
+    alone. Either order leaves one SagaStarted, first, and no partial duplicate."""
+    journal = SagaJournalActivities(store)
+    started = SagaRecord(saga_id="o-1", saga_type="OrderSaga", kind="SagaStarted", seq=1)
+    step = SagaRecord(
+        saga_id="o-1", saga_type="OrderSaga", kind="SagaStepCompleted", seq=2, step="reserve:A"
+    )
+    completed = SagaRecord(
+        saga_id="o-1", saga_type="OrderSaga", kind="SagaCompleted", seq=3, status="done"
+    )
+    if api_first:
+        await saga_started_token(store, saga_id="o-1", saga_type="OrderSaga", keys={})
+    await _journal_env("o-1").run(journal.record_saga_events, [started, step, completed])
+    # A retry of the same batch (its first try committed) writes nothing.
+    await _journal_env("o-1").run(journal.record_saga_events, [started, step, completed])
+    if not api_first:
+        await saga_started_token(store, saga_id="o-1", saga_type="OrderSaga", keys={})
+    assert await types(store, saga_stream("o-1")) == [
+        "SagaStarted", "SagaStepCompleted", "SagaCompleted",
+    ]  # fmt: skip
 
 
 def test_simulated_decisions_are_reproducible_from_the_order_id() -> None:

@@ -24,14 +24,14 @@ class SagaJournalActivities:
         info = activity.info()
         saga_id = records[0].saga_id
         stream = saga_stream(saga_id)
-        if records[0].kind == "SagaStarted" and len(records) > 1:
-            # SagaStarted came buffered with later records (engine 3). Why drop it when
-            # the stream exists: the API appended it alone already (or an earlier try
-            # of this batch did); a batch with it would be a partial duplicate. If the
-            # API's append lands between this read and the append, the append raises
-            # DuplicateEventConflict and the retry (unlimited) reads the stream again.
-            if await self.store.stream_version(stream) > 0:
-                records = records[1:]
+        # SagaStarted came buffered with later records (engine 3). Why drop it when
+        # the stream exists: the API appended it alone already (or an earlier try of
+        # this batch did); a batch with it would be a partial duplicate. If the API's
+        # append lands between this read and the append, the append raises
+        # DuplicateEventConflict and the retry (unlimited) reads the stream again.
+        buffered_start = records[0].kind == "SagaStarted" and len(records) > 1
+        if buffered_start and await self.store.stream_version(stream) > 0:
+            records = records[1:]
         new_events = [
             NewEvent(
                 saga_event(record),

@@ -120,8 +120,12 @@ def build_worker(
         ),
         workflow_runner=workflow_runner(engine_passthrough=settings.worker_sandbox_engine),
         interceptors=list(interceptors),
-        # The SDK's default (1000) unless the caller says (the test kit runs uncached).
-        max_cached_workflows=1000 if max_cached_workflows is None else max_cached_workflows,
+        # From settings unless the caller says (the test kit runs uncached).
+        max_cached_workflows=(
+            settings.worker_max_cached_workflows
+            if max_cached_workflows is None
+            else max_cached_workflows
+        ),
         max_concurrent_workflow_tasks=settings.worker_max_concurrent_workflow_tasks,
         max_concurrent_activities=settings.worker_max_concurrent_activities,
         max_concurrent_local_activities=settings.worker_max_concurrent_local_activities,

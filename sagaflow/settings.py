@@ -120,6 +120,11 @@ class Settings(BaseSettings):
     saga_local_activities: bool = Field(
         default=True, description="event-store steps as local activities (see worker.py)"
     )
+    saga_local_notifications: bool = Field(
+        default=False,
+        description="the order confirmation as a local activity: one workflow task and "
+        "one activity fewer per order; a slow notifier then holds the task",
+    )
     activity_start_to_close_s: float = Field(default=10.0, gt=0)
     activity_retry_initial_s: float = Field(default=0.5, gt=0)
     activity_retry_backoff: float = Field(default=2.0, ge=1.0)
@@ -162,6 +167,12 @@ class Settings(BaseSettings):
         default=3.0, gt=0, description="how long a dead worker's sticky tasks wait"
     )
     worker_graceful_shutdown_s: float = Field(default=30.0, ge=0)
+    worker_max_cached_workflows: int = Field(
+        default=1000,
+        ge=0,
+        description="workflow runs kept in memory (about 0.2 MiB each); an evicted run "
+        "replays its history at its next task",
+    )
     worker_sandbox_engine: bool = Field(
         default=True,
         description="pass the engine's modules through the workflow sandbox (imported "

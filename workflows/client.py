@@ -90,6 +90,7 @@ def saga_options(settings: Settings) -> SagaOptions:
         delivery_timeout_s=settings.saga_delivery_timeout_s,
         start_to_close_s=settings.activity_start_to_close_s,
         local_activities=settings.saga_local_activities,
+        local_notifications=settings.saga_local_notifications,
         step_retry=step,
         compensation_retry=RetryKnobs(
             step.initial_interval_s,

@@ -59,6 +59,8 @@ class SagaOptions:
     step_retry: RetryKnobs = field(default_factory=RetryKnobs)
     compensation_retry: RetryKnobs = field(default_factory=lambda: RetryKnobs(max_attempts=5))
     notification_retry: RetryKnobs = field(default_factory=lambda: RetryKnobs(max_attempts=10))
+    #: the confirmation as a local activity (absent in older inputs: a regular one)
+    local_notifications: bool = False
 
 
 @dataclass(frozen=True)

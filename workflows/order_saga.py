@@ -151,7 +151,11 @@ class OrderSagaWorkflow(SagaWorkflow):
         self._remote = replace(self._step, local=False)
         self._undo = replace(self._step, retry=opts.compensation_retry)
         self._remote_undo = replace(self._undo, local=False)
-        self._notify = StepOptions(opts.notification_retry, opts.start_to_close_s, local=False)
+        # A setting may make it local (SagaOptions.local_notifications): a short call,
+        # and its failure never undoes the order; a long retry backoff becomes a timer.
+        self._notify = StepOptions(
+            opts.notification_retry, opts.start_to_close_s, local=opts.local_notifications
+        )
         # Why unlimited: a saga event must never be lost; an event-store outage is
         # waited out rather than turned into a saga failure.
         journal = replace(self._step, retry=RetryKnobs(max_attempts=0))
@@ -259,7 +263,8 @@ class OrderSagaWorkflow(SagaWorkflow):
     async def _send_confirmation(self) -> None:
         """Confirm through the notification port; a failure never undoes the order."""
         self.saga.current_step = "confirm"
-        await self.saga.flush_visibility()
+        if not self._notify.local:
+            await self.saga.flush_visibility()  # the step in flight, for the UI
         try:
             await execute(
                 acts.send_confirmation,

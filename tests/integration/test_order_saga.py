@@ -147,6 +147,22 @@ async def test_search_attributes_are_upserted_once_per_workflow_task_and_stay_tr
     assert forward.count("UPSERT:saga") == 3, forward
 
 
+async def test_a_local_confirmation_saves_a_workflow_task_and_still_confirms(
+    client: Client, settings: Settings, store: PostgresEventStore, unique: str
+) -> None:
+    cfg = fast_settings(settings, task_queue=f"q-{unique}", saga_local_notifications=True)
+    order_id = f"o-{unique}"
+    async with build_worker(client, cfg, store):
+        handle = await start_order(client, cfg, place(order_id, A=1), store=store)
+        status = await wait_for_status(client, order_id, "awaiting_shipment")
+    assert status.confirmation_sent
+    assert await event_types(store, notification_stream(order_id)) == ["ConfirmationSent"]
+    kinds = await _history_kinds(handle)
+    forward = kinds[: kinds.index("TIMER_STARTED")]
+    assert forward.count("ACTIVITY_TASK_SCHEDULED") == 1, forward  # the charge alone
+    assert forward.count("WORKFLOW_TASK_COMPLETED") == 2, forward
+
+
 def _tasks(kinds: list[str]) -> list[list[str]]:
     """The commands each completed workflow task recorded (events after its
     WORKFLOW_TASK_COMPLETED, up to the next task's scheduling)."""

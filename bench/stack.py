@@ -29,7 +29,7 @@ and after. Median and spread (max - min) over the repeats, a table, and last
 ``bare.wf_per_s``, ...; with several transports, keys are prefixed ``<transport>.``).
 The load generator and the Temporal client of the bare run are not metered.
 ``--open N`` then opens N more sagas (orders left awaiting shipment) and measures the
-load again on the same stack (``open.`` keys, ``ratio.open_over_stack.cpu_ms_per_order``):
+load again on the same stack (``open.`` keys, ``ratio.open_over_stack_cpu``):
 cost must not grow with what is open.
 ``--temporal both`` runs each transport twice, on the dev server with its own
 defaults (``untuned.`` keys) and with sagaflow's SQLite pragmas and poll rate
@@ -480,9 +480,8 @@ def bench_transport(
                         f"{bare_figures['wf_per_s']:.1f} wf/s; load avg {os.getloadavg()[0]:.1f}",
                         flush=True,
                     )
-
-            if args.open:
-                await measure_open(http, stack.env["SAGAFLOW_DATABASE_URL"])
+                if args.open:
+                    await measure_open(http, stack.env["SAGAFLOW_DATABASE_URL"])
 
         async def measure_open(http: httpx.AsyncClient, database_url: str) -> None:
             # Why the same sizes as the repeats above: the figures are compared with
@@ -523,7 +522,7 @@ def bench_transport(
     result |= {f"bare.{k}": v for k, v in _summarise(runs["bare"]).items()}
     if runs["open"]:
         result |= {f"open.{k}": v for k, v in _summarise(runs["open"]).items()}
-        result["ratio.open_over_stack.cpu_ms_per_order"] = round(
+        result["ratio.open_over_stack_cpu"] = round(
             result["open.cpu_ms_per_order"] / result["stack.cpu_ms_per_order"], 2
         )
     result |= {f"stack.{n}.rss_mb_before": v for n, v in rss_before.items()}
@@ -537,7 +536,11 @@ def bench_transport(
 def _table(transport: str, result: dict[str, float]) -> None:
     print(f"\n{transport}: CPU ms per settled order (median, spread over repeats)")
     names = sorted(
-        {k.split(".")[1] for k in result if k.endswith(".cpu_ms_per_order") and k.count(".") == 2},
+        {
+            k.split(".")[1]
+            for k in result
+            if k.startswith("stack.") and k.endswith(".cpu_ms_per_order") and k.count(".") == 2
+        },
         key=lambda n: -result[f"stack.{n}.cpu_ms_per_order"],
     )
     for name in names:
@@ -563,7 +566,7 @@ def _table(transport: str, result: dict[str, float]) -> None:
             f"  with {result['open.open_sagas']:.0f} sagas awaiting shipment: "
             f"{result['open.cpu_ms_per_order']} ms CPU/order "
             f"({result['open.cpu_ms_per_order_spread']}), ratio "
-            f"{result['ratio.open_over_stack.cpu_ms_per_order']}x; worker "
+            f"{result['ratio.open_over_stack_cpu']}x; worker "
             f"{result['open.worker.cpu_ms_per_order']}, temporal "
             f"{result['open.temporal.cpu_ms_per_order']}, postgres "
             f"{result['open.postgres.cpu_ms_per_order']} ms; "

@@ -14,7 +14,9 @@ Each repeat measures, interleaved:
 * ``seq``: orders one at a time, accept → settled p50 (read-model timestamps);
 * ``load``: N orders at a fixed concurrency: per process, CPU seconds (utime + stime
   from /proc, the whole process tree; PostgreSQL's backends, live and reaped,
-  included) over settled orders; orders/s; accept → settled p50/p99;
+  included) over settled orders; orders/s; accept → settled p50/p99; and the part of
+  it that is idle cost (each process metered 3 s with nothing in flight just before,
+  scaled to the load's duration: pollers, timers, a JVM's own threads);
 * ``rate``: N orders offered at a fixed rate (open loop): p50/p99;
 * ``bare``: on the same Temporal server and PostgreSQL, a bare workflow of four local
   activities doing one INSERT each (``bench.baseline_workflow``), its worker in a
@@ -34,8 +36,9 @@ cost must not grow with what is open.
 ``--temporal both`` runs each transport twice, on the dev server with its own
 defaults (``untuned.`` keys) and with sagaflow's SQLite pragmas and poll rate
 (``tuned.`` keys), so the lever's effect is a ratio from one run. ``--compare
-worker_sandbox_engine=false,true`` does the same for any process setting (set as
-``SAGAFLOW_<SETTING>`` in every sagaflow process's environment): one stack per value,
+worker_sandbox_engine=false,true`` does the same for any setting (given to the
+services' settings, and set as ``SAGAFLOW_<SETTING>`` in every sagaflow process's
+environment): one stack per value,
 keys prefixed ``<setting>=<value>.``, and each figure's ratio to the first value.
 """
 
@@ -72,6 +75,8 @@ from sagaflow.settings import DEV_API_KEY, Settings, load_settings
 from sagaflow.stack import Stack
 
 SAGA_PROCESSES = ("api", "worker", "relay", "projector")
+IDLE_S = 3.0
+"""Seconds each repeat meters the stack idle, before its load."""
 SETTLED_OK = {"awaiting_shipment", "shipped", "delivered"}
 
 
@@ -301,10 +306,14 @@ async def open_sagas(http: httpx.AsyncClient, database_url: str, n: int, concurr
 
     async def place() -> None:
         body, _ = _order_body(rng)
+        key = uuid.uuid4().hex
         async with limit:
-            resp = await http.post(
-                "/orders", json=body, headers={"Idempotency-Key": uuid.uuid4().hex}
-            )
+            while True:
+                resp = await http.post("/orders", json=body, headers={"Idempotency-Key": key})
+                if resp.status_code != 429:
+                    break
+                # Backpressure (the sagas' backlog): wait as told, retry with the key.
+                await asyncio.sleep(float(resp.headers.get("Retry-After", "1")))
             resp.raise_for_status()
 
     target = await count() + n
@@ -380,8 +389,14 @@ def variants_of(args: argparse.Namespace) -> list[Variant]:
             message = err.errors()[0]["msg"]
             raise ValueError(f"--compare {name}={value}: {message}") from None
     base = temporal[0].overrides
+    # Why both: a service setting (Kafka's, the dev server's) reaches the services
+    # through load_settings; a process setting reaches the processes through env.
     return [
-        Variant(f"{name}={value}", overrides=base, env={f"SAGAFLOW_{name.upper()}": value})
+        Variant(
+            f"{name}={value}",
+            overrides={**base, name: value},
+            env={f"SAGAFLOW_{name.upper()}": value},
+        )
         for value in choices
     ]
 
@@ -439,6 +454,12 @@ def bench_transport(
                     figures: dict[str, float] = {}
                     with paused([bare.pid]):
                         seq = await drive(http, args.seq, sequential=True)
+                        # Idle cost: what each process burns with no order in flight
+                        # (pollers, timers, a JVM's own threads), billed to the load's
+                        # orders as well since the meter bills wall time.
+                        stack_meter.start()
+                        await asyncio.sleep(IDLE_S)
+                        idle = stack_meter.stop()
                         stack_meter.start()
                         load = await drive(http, args.orders, concurrency=args.concurrency)
                         cpu = stack_meter.stop()
@@ -447,6 +468,12 @@ def bench_transport(
                     figures["cpu_ms_per_order"] = 1000 * sum(cpu.values()) / settled
                     for name, seconds in cpu.items():
                         figures[f"{name}.cpu_ms_per_order"] = 1000 * seconds / settled
+                        figures[f"{name}.idle_ms_per_order"] = (
+                            1000 * idle[name] / IDLE_S * load["seconds"] / settled
+                        )
+                    figures["idle_ms_per_order"] = (
+                        1000 * sum(idle.values()) / IDLE_S * load["seconds"] / settled
+                    )
                     figures["orders_per_s"] = load["orders_per_s"]
                     figures["p50_ms"] = load["p50_ms"]
                     figures["p99_ms"] = load["p99_ms"]
@@ -534,7 +561,10 @@ def bench_transport(
 
 
 def _table(transport: str, result: dict[str, float]) -> None:
-    print(f"\n{transport}: CPU ms per settled order (median, spread over repeats)")
+    print(
+        f"\n{transport}: CPU ms per settled order (median, spread over repeats); idle: "
+        "the part of it the process burns with no order in flight"
+    )
     names = sorted(
         {
             k.split(".")[1]
@@ -545,12 +575,14 @@ def _table(transport: str, result: dict[str, float]) -> None:
     )
     for name in names:
         key = f"stack.{name}.cpu_ms_per_order"
-        rss = f"rss {result.get(f'stack.{name}.rss_mb_before', 0):.0f}"
+        rss = f"idle {result.get(f'stack.{name}.idle_ms_per_order', 0):5.1f}   "
+        rss += f"rss {result.get(f'stack.{name}.rss_mb_before', 0):.0f}"
         rss += f" → {result.get(f'stack.{name}.rss_mb_after', 0):.0f} MiB"
         print(f"  {name:10} {result[key]:7.1f} ({result[key + '_spread']:.1f})   {rss}")
     print(
         f"  {'total':10} {result['stack.cpu_ms_per_order']:7.1f} "
         f"({result['stack.cpu_ms_per_order_spread']:.1f})   "
+        f"idle {result.get('stack.idle_ms_per_order', 0):.1f}   "
         f"bare 4-local-activity workflow {result['bare.cpu_ms_per_wf']:.1f} "
         f"({result['bare.cpu_ms_per_wf_spread']:.1f}): ratio "
         f"{result['ratio.cpu_stack_over_bare']}x"

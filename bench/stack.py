@@ -297,6 +297,7 @@ async def open_sagas(http: httpx.AsyncClient, database_url: str, n: int, concurr
 
     rng = random.Random(11)
     limit = asyncio.Semaphore(concurrency)
+    placed: list[int] = []
 
     async def count() -> int:
         async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
@@ -309,12 +310,21 @@ async def open_sagas(http: httpx.AsyncClient, database_url: str, n: int, concurr
         key = uuid.uuid4().hex
         async with limit:
             while True:
-                resp = await http.post("/orders", json=body, headers={"Idempotency-Key": key})
+                try:
+                    resp = await http.post("/orders", json=body, headers={"Idempotency-Key": key})
+                except httpx.TransportError:
+                    # A keep-alive connection the server closed while this task slept:
+                    # the same key makes the retry safe.
+                    await asyncio.sleep(0.2)
+                    continue
                 if resp.status_code != 429:
                     break
                 # Backpressure (the sagas' backlog): wait as told, retry with the key.
                 await asyncio.sleep(float(resp.headers.get("Retry-After", "1")))
             resp.raise_for_status()
+            placed.append(1)
+            if len(placed) % 1000 == 0:
+                print(f"  {len(placed)} of {n} more orders accepted", flush=True)
 
     target = await count() + n
     await asyncio.gather(*(place() for _ in range(n)))

@@ -18,6 +18,11 @@ from eventstore import EventStore, Repository
 from workflows.models import UNKNOWN_PRODUCT, ReleaseStock, Reserved, ReserveStock, SellStock
 
 
+def _reservation(reservation_id: str) -> tuple[str, str]:
+    """The sub-entity a reservation command loads (the snapshot holds totals only)."""
+    return ("reservation_id", reservation_id)
+
+
 class InventoryActivities:
     """Activities on the Inventory streams (one per SKU)."""
 
@@ -32,14 +37,14 @@ class InventoryActivities:
         """Reserve the line's units; returns the reservation priced from the catalogue."""
 
         async def attempt() -> Reserved:
-            inv = await self.inventory.load(req.sku)
+            inv = await self.inventory.load(req.sku, entity=_reservation(req.reservation_id))
             if not inv.registered:
                 raise ApplicationError(
                     f"unknown sku {req.sku}: not in the catalogue",
                     type=UNKNOWN_PRODUCT,
                     non_retryable=True,
                 )
-            if req.reservation_id not in inv.reservations:
+            if inv.reservation(req.reservation_id) is None:
                 try:
                     inv.reserve(req.reservation_id, req.order_id, req.quantity)
                 except DomainError as err:
@@ -62,8 +67,8 @@ class InventoryActivities:
         """Release the reservation; False when it is not open (never made, or released)."""
 
         async def attempt() -> bool:
-            inv = await self.inventory.load(req.sku)
-            if req.reservation_id not in inv.reservations:
+            inv = await self.inventory.load(req.sku, entity=_reservation(req.reservation_id))
+            if inv.reservation(req.reservation_id) is None:
                 return False
             inv.release(req.reservation_id)
             await self.inventory.save(
@@ -80,8 +85,8 @@ class InventoryActivities:
         """Turn the reservation into a sale; False when it is no longer open (sold)."""
 
         async def attempt() -> bool:
-            inv = await self.inventory.load(req.sku)
-            if req.reservation_id not in inv.reservations:
+            inv = await self.inventory.load(req.sku, entity=_reservation(req.reservation_id))
+            if inv.reservation(req.reservation_id) is None:
                 return False
             inv.sell(req.reservation_id)
             await self.inventory.save(

@@ -170,8 +170,8 @@ class ReturnActivities:
         """Put the line's units back in available stock; False if already restocked."""
 
         async def attempt() -> bool:
-            inv = await self.inventory.load(req.sku)
-            if req.return_id in inv.returns:
+            inv = await self.inventory.load(req.sku, entity=("return_id", req.return_id))
+            if inv.restocked_return(req.return_id) is not None:
                 return False
             try:
                 inv.restock_return(req.return_id, req.order_id, req.quantity)
@@ -191,8 +191,8 @@ class ReturnActivities:
         """Take the line's restocked units out again; False when never restocked."""
 
         async def attempt() -> bool:
-            inv = await self.inventory.load(req.sku)
-            if req.return_id not in inv.returns:
+            inv = await self.inventory.load(req.sku, entity=("return_id", req.return_id))
+            if inv.restocked_return(req.return_id) is None:
                 return False
             try:
                 inv.reverse_return(req.return_id)

@@ -6,7 +6,11 @@ One embedded PostgreSQL, one run, the same work for each system, each case repea
 (a) sequential single-event appends to new streams, (b) sequential appends to
 existing streams with an expected version, (c) 8 concurrent writers, (d) 100-event
 batch appends (all in events/s), (e) loading an aggregate of 10,000 events with and
-without a snapshot (ms). Prints a table (median and spread) and, last, a line
+without a snapshot (ms), (f) a reserve on a SKU that holds 0 and then
+OPEN_RESERVATIONS open reservations (load, decide, append, a snapshot every 100
+events, as the worker does): ms of wall time and of this process's CPU per reserve,
+beside the same with the design before migration 0011 (the snapshot carries every
+open reservation). Prints a table (median and spread) and, last, a line
 ``RESULT {json}``.
 """
 
@@ -28,7 +32,7 @@ from typing import Any
 
 import psycopg
 
-from domain.inventory import Inventory
+from domain.inventory import Inventory, Reservation
 from eventstore import Repository
 from eventstore.postgres import PostgresEventStore
 from sagaflow.services import LocalServices
@@ -36,6 +40,10 @@ from sagaflow.settings import load_settings
 
 WRITERS = 8
 LOAD_EVENTS = 10_000
+OPEN_RESERVATIONS = 5_000
+"""Open reservations on one SKU in case (f): 10,000 orders awaiting shipment over the
+demo's catalogue of 4 SKUs, two lines each."""
+RESERVES = 300
 
 
 def _sizes(quick: bool) -> dict[str, int]:
@@ -104,6 +112,53 @@ async def sagaflow_load(store: PostgresEventStore) -> tuple[float, float]:
         return statistics.median(samples)
 
     return await timed(True), await timed(False)
+
+
+class WholeInventory(Inventory):
+    """The Inventory before migration 0011, for case (f)'s baseline: its snapshot
+    carries every open reservation, so a load parses and rebuilds all of them."""
+
+    snapshot_schema = 101
+    entity_fields = ()
+
+    def snapshot_state(self) -> dict[str, Any]:
+        reservations = {rid: [r.order_id, r.quantity] for rid, r in self._reservations.items()}
+        return super().snapshot_state() | {"reservations": reservations}
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        super()._restore(state)
+        self._reservations = {
+            rid: Reservation(order_id, quantity)
+            for rid, (order_id, quantity) in state["reservations"].items()
+        }
+
+
+async def sagaflow_reserve(
+    store: PostgresEventStore, cls: type[Inventory], open_: int
+) -> tuple[float, float]:
+    """(f): ms per reserve on a SKU with ``open_`` open reservations: wall (sequential,
+    PostgreSQL's work included) and this process's CPU."""
+    repo: Repository[Inventory] = Repository(store, cls, snapshot_every=100)
+    sku = _uid()
+    inv = cls(sku)
+    inv.register("x", 1)
+    inv.add_stock(open_ + RESERVES)
+    await repo.save(inv)
+    for start in range(0, open_, 100):
+        for i in range(start, min(start + 100, open_)):
+            inv.reserve(f"open-{i:05}-{uuid.uuid4().hex}", f"order-{i}", 1)
+        await repo.save(inv)
+    started, cpu = time.perf_counter(), time.process_time()
+    for i in range(RESERVES):
+        rid = f"new-{i}-{uuid.uuid4().hex}"
+        fresh = await repo.load(sku, entity=("reservation_id", rid))
+        assert fresh.reservation(rid) is None
+        fresh.reserve(rid, f"o-{i}", 1)
+        await repo.save(fresh)
+    return (
+        (time.perf_counter() - started) * 1000 / RESERVES,
+        (time.process_time() - cpu) * 1000 / RESERVES,
+    )
 
 
 # ---------------------------------------------------------------------- eventsourcing
@@ -251,6 +306,11 @@ def _spread(values: list[float]) -> str:
     return f"{med:,.0f} (±{(max(values) - min(values)) / 2 / med * 100:.0f}%)" if med else "0"
 
 
+def _spread_f(values: list[float]) -> str:
+    med = statistics.median(values)
+    return f"{med:.2f} (±{(max(values) - min(values)) / 2:.2f})"
+
+
 async def _repeat(fn: Callable[[], Awaitable[float]], repeats: int) -> list[float]:
     return [await fn() for _ in range(repeats)]
 
@@ -302,11 +362,23 @@ async def run(quick: bool, repeats: int, data_dir: Path) -> dict[str, float]:
             es_snap, es_full = await asyncio.to_thread(eventsourcing_load, app, counter)
             results.setdefault("eventsourcing.load_snapshot_ms", []).append(es_snap)
             results.setdefault("eventsourcing.load_full_ms", []).append(es_full)
+        for _ in range(repeats):
+            for label, cls in (("sagaflow", Inventory), ("whole_snapshot", WholeInventory)):
+                for open_ in (0, OPEN_RESERVATIONS):
+                    ms, cpu_ms = await sagaflow_reserve(store, cls, open_)
+                    results.setdefault(f"{label}.reserve_{open_}_ms", []).append(ms)
+                    results.setdefault(f"{label}.reserve_{open_}_cpu_ms", []).append(cpu_ms)
         await store.close()
         app.close()
 
     _print_table(results, sizes)
-    return {key: round(statistics.median(values), 2) for key, values in results.items()}
+    figures = {key: round(statistics.median(values), 2) for key, values in results.items()}
+    for label in ("sagaflow", "whole_snapshot"):
+        figures[f"{label}.reserve_open_over_empty"] = round(
+            figures[f"{label}.reserve_{OPEN_RESERVATIONS}_ms"] / figures[f"{label}.reserve_0_ms"],
+            2,
+        )
+    return figures
 
 
 def _print_table(results: dict[str, list[float]], sizes: dict[str, int]) -> None:
@@ -328,6 +400,22 @@ def _print_table(results: dict[str, list[float]], sizes: dict[str, int]) -> None
         snap = statistics.median(results[f"{system}.load_snapshot_ms"])
         full = statistics.median(results[f"{system}.load_full_ms"])
         print(f"  {system:14} with snapshot {snap:8.2f}   full replay {full:8.2f}")
+    print(
+        f"\n(f) reserve on a SKU with 0 / {OPEN_RESERVATIONS:,} open reservations "
+        f"(ms per reserve, {RESERVES} sequential, median (±half-range))"
+    )
+    for label, name in (
+        ("sagaflow", "totals in the snapshot"),
+        ("whole_snapshot", "every reservation in it (before)"),
+    ):
+        for unit in ("ms", "cpu_ms"):
+            empty = results[f"{label}.reserve_0_{unit}"]
+            full_ = results[f"{label}.reserve_{OPEN_RESERVATIONS}_{unit}"]
+            print(
+                f"  {name:34} {'wall' if unit == 'ms' else 'CPU':>4} {_spread_f(empty):>14} "
+                f"{_spread_f(full_):>14}   open/empty "
+                f"{statistics.median(full_) / statistics.median(empty):5.2f}x"
+            )
 
 
 def main() -> None:

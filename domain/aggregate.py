@@ -25,11 +25,19 @@ class Aggregate:
 
     stream_type: ClassVar[str]
     snapshot_schema: ClassVar[int] = 1
+    #: Payload fields naming sub-entities of the stream (a SKU's reservations) whose
+    #: state the snapshot leaves out, so that it stays the same size however many
+    #: there are. After a snapshot, a command on one of them needs its events loaded
+    #: first (``load_entity``; ``Repository.load(..., entity=(field, key))``).
+    entity_fields: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, id: str) -> None:
         self.id = id
         self.version = 0
         self.pending: list[DomainEvent] = []
+        # None: every event of the stream was applied, every sub-entity is known.
+        # After a snapshot: the (field, key) sub-entities whose events were loaded.
+        self._entities_loaded: set[tuple[str, str]] | None = None
 
     @property
     def stream_id(self) -> str:
@@ -49,6 +57,44 @@ class Aggregate:
     def _when(self, event: DomainEvent) -> None:
         """Mutate state for ``event``; subclasses dispatch on the event class."""
         raise NotImplementedError
+
+    def _track(self, event: DomainEvent) -> None:
+        """Update sub-entity state (not totals) for ``event``; ``_when`` calls it too."""
+
+    def load_entity(self, field: str, key: str, events: Iterable[DomainEvent]) -> None:
+        """Fold one sub-entity's events up to this aggregate's snapshot version.
+
+        Only ``_track`` sees them: the totals already count them (they are in the
+        snapshot); the events after the snapshot go through ``apply`` as usual.
+        """
+        if field not in self.entity_fields:
+            raise ValueError(f"{type(self).__name__} has no sub-entities keyed by {field!r}")
+        for event in events:
+            self._track(event)
+        if self._entities_loaded is not None:
+            self._entities_loaded.add((field, key))
+
+    @property
+    def fully_loaded(self) -> bool:
+        """True when every event was applied (no snapshot): all sub-entities are known."""
+        return self._entities_loaded is None
+
+    def _require_entity(self, field: str, key: str) -> None:
+        # Why raise instead of answering from what is here: after a snapshot, a
+        # sub-entity that was not loaded looks absent, and a command would decide
+        # on that (reserve twice, release nothing). A programming error, never data.
+        if self._entities_loaded is not None and (field, key) not in self._entities_loaded:
+            raise RuntimeError(
+                f"{type(self).__name__} {self.id} was loaded from a snapshot without "
+                f"{field} {key!r}: load it with entity=({field!r}, {key!r})"
+            )
+
+    def _require_complete(self, what: str) -> None:
+        if self._entities_loaded is not None:
+            raise RuntimeError(
+                f"{type(self).__name__} {self.id}: {what} needs every event; it was "
+                "loaded from a snapshot (load it with use_snapshot=False)"
+            )
 
     def _unknown_event(self, event: DomainEvent) -> NoReturn:
         raise DomainError(
@@ -96,6 +142,8 @@ class Aggregate:
         aggregate = cls(id)
         aggregate._restore(state)
         aggregate.version = version
+        if cls.entity_fields:
+            aggregate._entities_loaded = set()
         return aggregate
 
     def state_dict(self) -> dict[str, Any]:

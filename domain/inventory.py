@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 from domain.aggregate import Aggregate
 from domain.errors import InsufficientStock
@@ -31,11 +31,20 @@ class Inventory(Aggregate):
     """Stock of one SKU (id = sku).
 
     Invariant: ``available + reserved + sold == stocked`` and ``reserved`` is the sum
-    of the open ``reservations``. Only open reservations are kept (the snapshot stays
-    bounded), so a reservation id can be reused once it was released or sold.
+    of the open reservations. Only open reservations are kept, so a reservation id
+    can be reused once it was released or sold.
+
+    Reservations and restocked returns are sub-entities (``entity_fields``): the
+    snapshot holds the totals only. Why: with thousands of orders awaiting shipment
+    a SKU holds thousands of open reservations, and a snapshot carrying them made
+    every reserve load, parse and rebuild all of them (the cost of a new order grew
+    with what was open). A command on one reservation loads that reservation's
+    events by key (``Repository.load(sku, entity=("reservation_id", rid))``).
     """
 
     stream_type = "Inventory"
+    snapshot_schema = 2
+    entity_fields: ClassVar[tuple[str, ...]] = ("reservation_id", "return_id")
 
     def __init__(self, id: str) -> None:
         super().__init__(id)
@@ -46,9 +55,9 @@ class Inventory(Aggregate):
         self.available = 0
         self.reserved = 0
         self.sold = 0
-        self.reservations: dict[str, Reservation] = {}
-        #: units restocked per return id (kept: a retried restock or reversal finds it)
-        self.returns: dict[str, Reservation] = {}
+        self._reservations: dict[str, Reservation] = {}
+        # units restocked per return id (kept: a retried restock or reversal finds it)
+        self._returns: dict[str, Reservation] = {}
 
     @property
     def sku(self) -> str:
@@ -64,6 +73,28 @@ class Inventory(Aggregate):
     def state_name(self) -> str:
         """``"unregistered"`` until the product is registered, then ``"registered"``."""
         return "registered" if self.registered else "unregistered"
+
+    def reservation(self, reservation_id: str) -> Reservation | None:
+        """The open reservation ``reservation_id``, or None (never made, released, sold)."""
+        self._require_entity("reservation_id", reservation_id)
+        return self._reservations.get(reservation_id)
+
+    def restocked_return(self, return_id: str) -> Reservation | None:
+        """The units restocked for ``return_id`` (not reversed), or None."""
+        self._require_entity("return_id", return_id)
+        return self._returns.get(return_id)
+
+    @property
+    def reservations(self) -> dict[str, Reservation]:
+        """Every open reservation by id (an aggregate replayed from its first event)."""
+        self._require_complete("the list of open reservations")
+        return dict(self._reservations)
+
+    @property
+    def returns(self) -> dict[str, Reservation]:
+        """Every restocked return by id (an aggregate replayed from its first event)."""
+        self._require_complete("the list of restocked returns")
+        return dict(self._returns)
 
     # --- commands -----------------------------------------------------------------
 
@@ -94,7 +125,7 @@ class Inventory(Aggregate):
         self._require_text("reserve", "reservation_id", reservation_id)
         self._require_text("reserve", "order_id", order_id)
         self._require_positive("reserve", "quantity", quantity)
-        if reservation_id in self.reservations:
+        if self.reservation(reservation_id) is not None:
             self._refuse("reserve", f"reservation {reservation_id} already exists")
         if quantity > self.available:
             raise InsufficientStock(self.id, quantity, self.available)
@@ -129,14 +160,14 @@ class Inventory(Aggregate):
         self._require_state("restock_return", "registered")
         self._require_text("restock_return", "return_id", return_id)
         self._require_positive("restock_return", "quantity", quantity)
-        if return_id in self.returns:
+        if self.restocked_return(return_id) is not None:
             self._refuse("restock_return", f"return {return_id} is already restocked")
         self._raise_event(StockReturned(return_id=return_id, order_id=order_id, quantity=quantity))
 
     def reverse_return(self, return_id: str) -> None:
         """Take a return's restocked units out again (compensation of the restock)."""
         self._require_state("reverse_return", "registered")
-        restocked = self.returns.get(return_id)
+        restocked = self.restocked_return(return_id)
         if restocked is None:
             self._refuse("reverse_return", f"return {return_id} was not restocked")
         if restocked.quantity > self.available:
@@ -149,7 +180,7 @@ class Inventory(Aggregate):
 
     def _open_reservation(self, command: str, reservation_id: str) -> Reservation:
         self._require_state(command, "registered")
-        reservation = self.reservations.get(reservation_id)
+        reservation = self.reservation(reservation_id)
         if reservation is None:
             self._refuse(
                 command, f"no open reservation {reservation_id} (unknown, released or sold)"
@@ -170,47 +201,50 @@ class Inventory(Aggregate):
                 self.stocked += event.quantity
                 self.available += event.quantity
             case StockReserved():
-                self.reservations[event.reservation_id] = Reservation(
-                    event.order_id, event.quantity
-                )
                 self.available -= event.quantity
                 self.reserved += event.quantity
             case StockReservationReleased():
-                del self.reservations[event.reservation_id]
                 self.reserved -= event.quantity
                 self.available += event.quantity
             case StockSold():
-                del self.reservations[event.reservation_id]
                 self.reserved -= event.quantity
                 self.sold += event.quantity
             case StockReturned():
-                self.returns[event.return_id] = Reservation(event.order_id, event.quantity)
                 self.stocked += event.quantity
                 self.available += event.quantity
             case StockReturnReversed():
-                del self.returns[event.return_id]
                 self.stocked -= event.quantity
                 self.available -= event.quantity
             case _:
                 self._unknown_event(event)
+        self._track(event)
+
+    def _track(self, event: DomainEvent) -> None:
+        # Why pop, not del: after a snapshot, an event of a sub-entity that was not
+        # loaded closes something this instance never saw open.
+        match event:
+            case StockReserved():
+                self._reservations[event.reservation_id] = Reservation(
+                    event.order_id, event.quantity
+                )
+            case StockReservationReleased() | StockSold():
+                self._reservations.pop(event.reservation_id, None)
+            case StockReturned():
+                self._returns[event.return_id] = Reservation(event.order_id, event.quantity)
+            case StockReturnReversed():
+                self._returns.pop(event.return_id, None)
+            case _:
+                pass
 
     # --- snapshots ----------------------------------------------------------------
 
     def snapshot_state(self) -> dict[str, Any]:
-        """JSON-safe state; reservations keyed by id in sorted order."""
+        """JSON-safe totals; reservations and returns are not in it (``entity_fields``)."""
         return {
             "available": self.available,
             "name": self.name,
             "registered": self.registered,
-            "reservations": {
-                rid: {"order_id": r.order_id, "quantity": r.quantity}
-                for rid, r in sorted(self.reservations.items())
-            },
             "reserved": self.reserved,
-            "returns": {
-                rid: {"order_id": r.order_id, "quantity": r.quantity}
-                for rid, r in sorted(self.returns.items())
-            },
             "sold": self.sold,
             "stocked": self.stocked,
             "unit_price_cents": self.unit_price_cents,
@@ -220,16 +254,7 @@ class Inventory(Aggregate):
         self.available = state["available"]
         self.name = state["name"]
         self.registered = state["registered"]
-        self.reservations = {
-            rid: Reservation(r["order_id"], r["quantity"])
-            for rid, r in state["reservations"].items()
-        }
         self.reserved = state["reserved"]
-        # Why .get: snapshots taken before returns existed have no "returns" key.
-        self.returns = {
-            rid: Reservation(r["order_id"], r["quantity"])
-            for rid, r in state.get("returns", {}).items()
-        }
         self.sold = state["sold"]
         self.stocked = state["stocked"]
         self.unit_price_cents = state["unit_price_cents"]

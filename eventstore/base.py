@@ -67,6 +67,20 @@ class EventStore(abc.ABC):
         """The stream's events from ``from_version`` on, in version order."""
 
     @abc.abstractmethod
+    async def read_stream_keyed(
+        self, stream_id: str, field: str, value: str, *, to_version: int | None = None
+    ) -> list[RecordedEvent]:
+        """The stream's events whose payload has ``field`` = ``value``, in version order.
+
+        One sub-entity's history (a SKU's reservation ``r-1``) read without reading
+        the stream: an aggregate whose snapshot leaves its sub-entities out loads the
+        one a command is about (``Repository.load(..., entity=...)``). ``to_version``
+        bounds it (inclusive), so it joins a snapshot taken at that version. The
+        PostgreSQL store answers from an index per field (migration 0011) and refuses
+        a field without one.
+        """
+
+    @abc.abstractmethod
     async def stream_version(self, stream_id: str) -> int:
         """The stream's current version (0 when it does not exist)."""
 

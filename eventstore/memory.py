@@ -114,6 +114,17 @@ class InMemoryEventStore(EventStore):
         check_stream_id(stream_id)
         return [e for e in self._streams.get(stream_id, []) if e.version >= from_version]
 
+    async def read_stream_keyed(
+        self, stream_id: str, field: str, value: str, *, to_version: int | None = None
+    ) -> list[RecordedEvent]:
+        check_stream_id(stream_id)
+        last = to_version if to_version is not None else float("inf")
+        return [
+            e
+            for e in self._streams.get(stream_id, [])
+            if e.version <= last and e.data.get(field) == value
+        ]
+
     async def stream_version(self, stream_id: str) -> int:
         check_stream_id(stream_id)
         return len(self._streams.get(stream_id, []))

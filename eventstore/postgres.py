@@ -47,6 +47,15 @@ _APPEND = "SELECT * FROM sagaflow_append(%s, %s, %s, %s, %s::jsonb)"
 _READ_STREAM = (
     f"SELECT {_COLUMNS} FROM events WHERE stream_id = %s AND version >= %s ORDER BY version"
 )
+#: Payload fields with an expression index for keyed reads (migration 0011).
+KEYED_FIELDS = frozenset({"reservation_id", "return_id"})
+# Why the field is spelled into the SQL, not a parameter: an expression index is used
+# only when the query has the very expression it indexes.
+_READ_STREAM_KEYED = {
+    field: f"SELECT {_COLUMNS} FROM events WHERE stream_id = %s "
+    f"AND data ->> '{field}' = %s AND version <= %s ORDER BY version"
+    for field in KEYED_FIELDS
+}
 #: The advisory lock that marks a transaction which never appends (migration 0009).
 NO_APPEND_LOCK = (1396787009, 1)
 _MARKED = f"""
@@ -310,6 +319,22 @@ class PostgresEventStore(EventStore):
         async with self.pool.connection() as conn:
             cur = conn.cursor(row_factory=tuple_row)
             await cur.execute(_READ_STREAM, (stream_id, from_version))
+            return [_recorded(row) for row in await cur.fetchall()]
+
+    async def read_stream_keyed(
+        self, stream_id: str, field: str, value: str, *, to_version: int | None = None
+    ) -> list[RecordedEvent]:
+        check_stream_id(stream_id)
+        sql = _READ_STREAM_KEYED.get(field)
+        if sql is None:
+            raise ValueError(
+                f"no keyed reads by {field!r}: the store indexes {sorted(KEYED_FIELDS)} "
+                "(add an expression index in a migration for another field)"
+            )
+        last = to_version if to_version is not None else 2**31 - 1
+        async with self.pool.connection() as conn:
+            cur = conn.cursor(row_factory=tuple_row)
+            await cur.execute(sql, (stream_id, value, last))
             return [_recorded(row) for row in await cur.fetchall()]
 
     async def stream_version(self, stream_id: str) -> int:

@@ -32,8 +32,19 @@ class Repository(Generic[A]):
         """The stream of the aggregate with this id."""
         return self.cls(aggregate_id).stream_id
 
-    async def load(self, aggregate_id: str, *, use_snapshot: bool = True) -> A:
-        """The aggregate rebuilt from its latest usable snapshot and the events after it."""
+    async def load(
+        self,
+        aggregate_id: str,
+        *,
+        use_snapshot: bool = True,
+        entity: tuple[str, str] | None = None,
+    ) -> A:
+        """The aggregate rebuilt from its latest usable snapshot and the events after it.
+
+        ``entity=(field, key)``: the command is about that sub-entity (the aggregate's
+        ``entity_fields``); after a snapshot its events up to the snapshot's version are
+        read by key (an index probe, not the stream) and folded in before the tail.
+        """
         stream_id = self.stream_id(aggregate_id)
         aggregate: A | None = None
         if use_snapshot:
@@ -42,6 +53,12 @@ class Repository(Generic[A]):
                 aggregate = self.cls.from_snapshot(aggregate_id, snap.version, snap.state)
         if aggregate is None:
             aggregate = self.cls(aggregate_id)
+        elif entity is not None and not aggregate.fully_loaded:
+            field, key = entity
+            history = await self.store.read_stream_keyed(
+                stream_id, field, key, to_version=aggregate.version
+            )
+            aggregate.load_entity(field, key, (self.store.decode(r) for r in history))
         for recorded in await self.store.read_stream(stream_id, aggregate.version + 1):
             aggregate.apply(self.store.decode(recorded))
         return aggregate

@@ -157,9 +157,55 @@ def test_stock_is_conserved_through_a_mixed_sequence():
     )
 
 
-def test_a_snapshot_restores_reservations():
+def test_a_snapshot_keeps_the_totals_and_leaves_the_reservations_out():
+    inventory = stocked()
+    inventory.reserve("r-1", "o-1", 2)
+    inventory.restock_return("ret-1", "o-0", 1)
+    state = inventory.snapshot_state()
+    assert "reservations" not in state and "returns" not in state
+    restored = Inventory.from_snapshot("MUG", inventory.version, state)
+    assert restored.state_dict() == inventory.state_dict()
+    assert (restored.available, restored.reserved, restored.stocked) == (9, 2, 11)
+
+
+def test_after_a_snapshot_a_reservation_is_answered_only_once_its_events_are_loaded():
+    inventory = stocked()
+    inventory.reserve("r-1", "o-1", 2)
+    history = list(inventory.clear_pending())
+    restored = Inventory.from_snapshot("MUG", inventory.version, inventory.snapshot_state())
+    with pytest.raises(RuntimeError, match="without reservation_id 'r-1'"):
+        restored.reservation("r-1")
+    with pytest.raises(RuntimeError, match="without reservation_id 'r-1'"):
+        restored.release("r-1")
+    with pytest.raises(RuntimeError, match="use_snapshot=False"):
+        _ = restored.reservations
+    restored.load_entity(
+        "reservation_id", "r-1", [e for e in history if e.event_type == "StockReserved"]
+    )
+    assert restored.reservation("r-1") == Reservation("o-1", 2)
+    restored.release("r-1")
+    assert (restored.available, restored.reserved) == (10, 0)
+
+
+def test_a_reservation_loaded_after_a_snapshot_refuses_a_second_reserve():
+    inventory = stocked()
+    inventory.reserve("r-1", "o-1", 2)
+    history = list(inventory.clear_pending())
+    restored = Inventory.from_snapshot("MUG", inventory.version, inventory.snapshot_state())
+    restored.load_entity("reservation_id", "r-1", history[2:])
+    with pytest.raises(CommandRefused, match="reservation r-1 already exists"):
+        restored.reserve("r-1", "o-1", 2)
+
+
+def test_events_after_the_snapshot_close_reservations_it_never_loaded():
     inventory = stocked()
     inventory.reserve("r-1", "o-1", 2)
     restored = Inventory.from_snapshot("MUG", inventory.version, inventory.snapshot_state())
-    assert restored.state_dict() == inventory.state_dict()
-    assert restored.reservations == {"r-1": Reservation("o-1", 2)}
+    restored.apply(StockSold(reservation_id="r-1", order_id="o-1", quantity=2))
+    assert (restored.reserved, restored.sold) == (0, 2)
+
+
+def test_loading_a_sub_entity_the_aggregate_does_not_have_is_refused():
+    restored = Inventory.from_snapshot("MUG", 3, stocked().snapshot_state())
+    with pytest.raises(ValueError, match="no sub-entities keyed by 'order_id'"):
+        restored.load_entity("order_id", "o-1", [])

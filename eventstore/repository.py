@@ -47,10 +47,12 @@ class Repository(Generic[A]):
         """
         stream_id = self.stream_id(aggregate_id)
         aggregate: A | None = None
+        outdated = False
         if use_snapshot:
             snap = await self.store.load_snapshot(stream_id)
             if snap is not None and snap.schema == self.cls.snapshot_schema:
                 aggregate = self.cls.from_snapshot(aggregate_id, snap.version, snap.state)
+            outdated = snap is not None and aggregate is None
         if aggregate is None:
             aggregate = self.cls(aggregate_id)
         elif entity is not None and not aggregate.fully_loaded:
@@ -61,6 +63,11 @@ class Repository(Generic[A]):
             aggregate.load_entity(field, key, (self.store.decode(r) for r in history))
         for recorded in await self.store.read_stream(stream_id, aggregate.version + 1):
             aggregate.apply(self.store.decode(recorded))
+        if outdated and 0 < self.snapshot_every <= aggregate.version:
+            # The stored snapshot has another schema (the aggregate's shape changed in
+            # an upgrade): replace it now rather than replaying the whole stream on
+            # every load until a save crosses the next multiple of snapshot_every.
+            await self._snapshot(aggregate)
         return aggregate
 
     async def save(
@@ -99,6 +106,9 @@ class Repository(Generic[A]):
         n = self.snapshot_every
         if n <= 0 or aggregate.version // n == (aggregate.version - written) // n:
             return
+        await self._snapshot(aggregate)
+
+    async def _snapshot(self, aggregate: A) -> None:
         await self.store.save_snapshot(
             Snapshot(
                 stream_id=aggregate.stream_id,

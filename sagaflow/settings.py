@@ -101,7 +101,7 @@ class Settings(BaseSettings):
     java_bin: str = "java"
     maven_bin: str = "mvn"
 
-    snapshot_every: int = Field(default=100, ge=0, description="events between snapshots")
+    snapshot_every: int = Field(default=20, ge=0, description="events between snapshots")
 
     # --- saga settings (issue 4): add saga/worker/payment fields below this line ---
     # Order saga: deadlines, order limits, per-step retry knobs (passed to the workflow

@@ -332,6 +332,27 @@ async def test_a_snapshot_of_another_schema_is_ignored(store: EventStore) -> Non
     assert loaded.available == 5
 
 
+async def test_a_snapshot_of_another_schema_is_replaced_on_the_first_load(
+    store: EventStore,
+) -> None:
+    repo = Repository(store, Inventory, snapshot_every=5)
+    inv = Inventory("SKU-U")
+    inv.register("Upgraded", 100)
+    for _ in range(7):
+        inv.add_stock(1)
+    await Repository(store, Inventory).save(inv)  # no snapshot on the way
+    # As after an upgrade that changed the aggregate's snapshot shape:
+    await store.save_snapshot(
+        Snapshot("inventory-SKU-U", "Inventory", 4, Inventory.snapshot_schema - 1, {"old": 1})
+    )
+    loaded = await repo.load("SKU-U")
+    assert loaded.stocked == 7
+    snap = await store.load_snapshot("inventory-SKU-U")
+    assert snap is not None
+    assert (snap.version, snap.schema) == (8, Inventory.snapshot_schema)
+    assert snap.state == loaded.snapshot_state()
+
+
 async def test_saves_with_the_same_id_prefix_are_idempotent(store: EventStore) -> None:
     repo = Repository(store, Inventory)
     first = Inventory("SKU-3")

@@ -36,7 +36,8 @@ cost must not grow with what is open.
 ``--temporal both`` runs each transport twice, on the dev server with its own
 defaults (``untuned.`` keys) and with sagaflow's SQLite pragmas and poll rate
 (``tuned.`` keys), so the lever's effect is a ratio from one run. ``--compare
-worker_sandbox_engine=false,true`` does the same for any setting (given to the
+worker_sandbox_engine=false,true`` (or ``SETTING='A;B'`` when a value holds commas)
+does the same for any setting (given to the
 services' settings, and set as ``SAGAFLOW_<SETTING>`` in every sagaflow process's
 environment): one stack per value,
 keys prefixed ``<setting>=<value>.``, and each figure's ratio to the first value.
@@ -386,7 +387,9 @@ def variants_of(args: argparse.Namespace) -> list[Variant]:
         raise ValueError("--compare and --temporal both: one comparison per run")
     name, _, values = args.compare.partition("=")
     name = name.strip().lower()
-    choices = [v.strip() for v in values.split(",") if v.strip()]
+    # Values that hold commas themselves (the dev server's dynamic config) are given
+    # separated by ";" instead.
+    choices = [v.strip() for v in values.split(";" if ";" in values else ",") if v.strip()]
     if name not in Settings.model_fields or len(choices) < 2:
         raise ValueError(
             f"--compare wants SETTING=A,B with a sagaflow setting and two values or more, "

@@ -10,6 +10,12 @@ upgrade) are found as well: nothing is backfilled and the append is unchanged. P
 (``IS NOT NULL``): events without the field cost the index nothing; PostgreSQL proves
 the predicate from the query's ``data->>'field' = value``.
 
+The build takes a lock that holds appends back while it reads the events table (every
+process migrates at start, under one advisory lock, in a transaction, where
+``CONCURRENTLY`` cannot run). On a large production table build them by hand first,
+``CREATE INDEX CONCURRENTLY`` with the same names and definitions: ``IF NOT EXISTS``
+then leaves them be.
+
 Revision ID: 0011
 Revises: 0010
 """

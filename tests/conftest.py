@@ -20,6 +20,7 @@ from temporalio.testing import WorkflowEnvironment
 from eventstore.postgres import PostgresEventStore
 from sagaflow.services import LocalServices
 from sagaflow.settings import Settings, load_settings
+from tests.service_dirs import service_data_dir
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -45,16 +46,16 @@ def _rabbitmq_wanted() -> bool:
 
 
 @pytest.fixture(scope="session")
-def local_services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalServices]:
+def local_services() -> Iterator[LocalServices]:
     """PostgreSQL, Temporal (and Kafka, RabbitMQ) started once for the whole session."""
-    data_dir: Path = tmp_path_factory.mktemp("services")
-    settings = load_settings(data_dir=data_dir, kafka_enabled=_kafka_wanted())
-    services = LocalServices(settings)
-    names = ["postgres", "temporal"]
-    names += ["kafka"] if _kafka_wanted() else []
-    names += ["rabbitmq"] if _rabbitmq_wanted() else []
-    with services.running_services(names):
-        yield services
+    with service_data_dir("services") as data_dir:
+        settings = load_settings(data_dir=data_dir, kafka_enabled=_kafka_wanted())
+        services = LocalServices(settings)
+        names = ["postgres", "temporal"]
+        names += ["kafka"] if _kafka_wanted() else []
+        names += ["rabbitmq"] if _rabbitmq_wanted() else []
+        with services.running_services(names):
+            yield services
 
 
 @pytest.fixture(scope="session")

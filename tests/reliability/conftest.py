@@ -13,22 +13,25 @@ from bench.reliability.harness import (
     stack_for_reliability,
     started,
 )
+from tests.service_dirs import service_data_dir
 
 
 @pytest.fixture(scope="session")
-def harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Harness]:
+def harness() -> Iterator[Harness]:
     """The started stack shared by every scenario (each uses its own SKUs and customers)."""
-    stack = stack_for_reliability(tmp_path_factory.mktemp("reliability"))
-    with started(stack) as h:
-        yield h
+    with service_data_dir("reliability") as data_dir:
+        stack = stack_for_reliability(data_dir)
+        with started(stack) as h:
+            yield h
 
 
 @pytest.fixture(scope="session")
-def rabbit_harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Harness]:
+def rabbit_harness() -> Iterator[Harness]:
     """A second stack, on RabbitMQ, for the scenarios run on both transports."""
-    stack = stack_for_reliability(tmp_path_factory.mktemp("reliability-rmq"), transport="rabbitmq")
-    with started(stack) as h:
-        yield h
+    with service_data_dir("reliability-rmq") as data_dir:
+        stack = stack_for_reliability(data_dir, transport="rabbitmq")
+        with started(stack) as h:
+            yield h
 
 
 @pytest.fixture(autouse=True)
@@ -46,8 +49,9 @@ def restart_crashed_processes(request: pytest.FixtureRequest) -> Iterator[None]:
 
 
 @pytest.fixture(scope="session")
-def cluster_harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Harness]:
+def cluster_harness() -> Iterator[Harness]:
     """A third stack, on a three-broker Kafka cluster, for kafka_leader_kill."""
-    stack = cluster_stack_for_reliability(tmp_path_factory.mktemp("reliability-cluster"))
-    with started(stack) as h:
-        yield h
+    with service_data_dir("reliability-cluster") as data_dir:
+        stack = cluster_stack_for_reliability(data_dir)
+        with started(stack) as h:
+            yield h
